@@ -1,0 +1,28 @@
+"""privml: privacy-first machine learning."""
+
+from privml._exceptions import (
+    ConfigError,
+    DataError,
+    DuplicateUpdateError,
+    LateUpdateError,
+    ParamsError,
+    PeerError,
+    PrivmlError,
+    ProtocolError,
+    UnknownClientError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DuplicateUpdateError",
+    "LateUpdateError",
+    "ParamsError",
+    "PeerError",
+    "PrivmlError",
+    "ProtocolError",
+    "UnknownClientError",
+    "__version__",
+]

@@ -1,0 +1,69 @@
+"""The exception tree of privml.
+
+Every error privml raises on purpose derives from :class:`PrivmlError`. Errors caused by
+something a *remote peer* sent (a client's update, bytes off the wire) are kept apart from
+*local misuse* (a bad argument, an unknown name, a corrupt file on this machine), so that a
+server can answer the first with a 4xx and treat the second as its own bug or config error::
+
+    PrivmlError
+    ├── ConfigError            local misuse: unknown name, out-of-range argument (also ValueError)
+    ├── DataError              a dataset file is missing, truncated, corrupt or malformed
+    └── PeerError              something a remote peer sent was refused
+        ├── ParamsError        parameter bytes fail to decode or to match the expected spec
+        └── ProtocolError      a protocol event that the current state does not allow
+            ├── LateUpdateError       an update for a round that is closed or not current
+            ├── DuplicateUpdateError  a second update from the same client in one round
+            └── UnknownClientError    an update from a client not sampled for the round
+
+Checks raise; they never return a bool to be forgotten.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DuplicateUpdateError",
+    "LateUpdateError",
+    "ParamsError",
+    "PeerError",
+    "PrivmlError",
+    "ProtocolError",
+    "UnknownClientError",
+]
+
+
+class PrivmlError(Exception):
+    """Root of every error privml raises on purpose."""
+
+
+class ConfigError(PrivmlError, ValueError):
+    """Local misuse: an unknown name or an argument outside its allowed range."""
+
+
+class DataError(PrivmlError):
+    """A dataset file is missing, truncated, corrupt or malformed."""
+
+
+class PeerError(PrivmlError):
+    """Something a remote peer sent was refused; the local state is unchanged."""
+
+
+class ParamsError(PeerError):
+    """Parameter bytes failed to decode, or do not match the expected spec."""
+
+
+class ProtocolError(PeerError):
+    """A protocol event that the current state does not allow."""
+
+
+class LateUpdateError(ProtocolError):
+    """An update for a round that is already closed, or not the current one."""
+
+
+class DuplicateUpdateError(ProtocolError):
+    """A second update from the same client within one round."""
+
+
+class UnknownClientError(ProtocolError):
+    """An update or event from a client that is not known or not sampled for this round."""
