@@ -1,0 +1,40 @@
+"""The federated round protocol as a sans-IO state machine (no sockets, no sleep, no clock).
+
+Feed :class:`RoundMachine.handle` events (:class:`ClientAvailable`, :class:`ClientDropped`,
+:class:`UpdateReceived`, :class:`Tick`) together with the current time, and perform the
+actions it returns (:class:`SendTask`, :class:`Aggregate`, :class:`CloseRound`,
+:class:`Finished`) in order. The simulator and the HTTPS coordinator are both such shells.
+"""
+
+from privml.protocol._events import (
+    Action,
+    Aggregate,
+    ClientAvailable,
+    ClientDropped,
+    CloseRound,
+    Event,
+    Finished,
+    Outcome,
+    RoundConfig,
+    SendTask,
+    Tick,
+    UpdateReceived,
+)
+from privml.protocol._machine import Phase, RoundMachine
+
+__all__ = [
+    "Action",
+    "Aggregate",
+    "ClientAvailable",
+    "ClientDropped",
+    "CloseRound",
+    "Event",
+    "Finished",
+    "Outcome",
+    "Phase",
+    "RoundConfig",
+    "RoundMachine",
+    "SendTask",
+    "Tick",
+    "UpdateReceived",
+]

@@ -1,0 +1,182 @@
+"""Events (what happened) and actions (what the shell must do) of the round protocol.
+
+Both are frozen, slotted dataclasses that validate on construction, so a malformed event
+never reaches the state machine. Events that carry what a remote peer said raise
+:class:`~privml.ProtocolError` (a :class:`~privml.PeerError`) when malformed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from privml._exceptions import ConfigError, ProtocolError
+
+__all__ = [
+    "Action",
+    "Aggregate",
+    "ClientAvailable",
+    "ClientDropped",
+    "CloseRound",
+    "Event",
+    "Finished",
+    "Outcome",
+    "RoundConfig",
+    "SendTask",
+    "Tick",
+    "UpdateReceived",
+]
+
+
+def _check_client_id(client_id: object) -> None:
+    if not isinstance(client_id, str) or not client_id or len(client_id) > 256:
+        raise ProtocolError(f"client id must be a non-empty string (<= 256 chars): {client_id!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundConfig:
+    """How rounds are run.
+
+    Exactly one of ``clients_per_round`` (a fixed sample size) and ``fraction`` (of the
+    clients available when the round starts, at least ``min_clients``) is given. A round
+    starts once at least ``max(sample size, min_clients)`` clients are available; it closes
+    when every sampled client has answered or dropped, or at ``round_timeout`` seconds after
+    it started. It is *completed* (aggregated) if at least ``min_updates`` updates arrived,
+    else *failed* (the global model is kept). Failed rounds count towards ``num_rounds``,
+    so a run always ends.
+    """
+
+    num_rounds: int
+    clients_per_round: int | None = None
+    fraction: float | None = None
+    min_clients: int = 1
+    min_updates: int = 1
+    round_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.num_rounds) or self.num_rounds < 1:
+            raise ConfigError(f"num_rounds must be an int >= 1, got {self.num_rounds!r}")
+        if (self.clients_per_round is None) == (self.fraction is None):
+            raise ConfigError("give exactly one of clients_per_round and fraction")
+        if self.clients_per_round is not None and (
+            not _is_int(self.clients_per_round) or self.clients_per_round < 1
+        ):
+            raise ConfigError(f"clients_per_round must be >= 1, got {self.clients_per_round!r}")
+        if self.fraction is not None and not (0 < self.fraction <= 1):
+            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction!r}")
+        if not _is_int(self.min_clients) or self.min_clients < 1:
+            raise ConfigError(f"min_clients must be >= 1, got {self.min_clients!r}")
+        if not _is_int(self.min_updates) or self.min_updates < 1:
+            raise ConfigError(f"min_updates must be >= 1, got {self.min_updates!r}")
+        if self.clients_per_round is not None and self.min_updates > self.clients_per_round:
+            raise ConfigError(
+                f"min_updates ({self.min_updates}) exceeds clients_per_round "
+                f"({self.clients_per_round}): no round could ever complete")
+        if not (math.isfinite(self.round_timeout) and self.round_timeout > 0):
+            raise ConfigError(f"round_timeout must be > 0 seconds, got {self.round_timeout!r}")
+
+    def sample_size(self, available: int) -> int:
+        """How many clients to sample when ``available`` are there."""
+        if self.clients_per_round is not None:
+            return self.clients_per_round
+        assert self.fraction is not None
+        return max(self.min_clients, math.ceil(self.fraction * available))
+
+
+# ---- events -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClientAvailable:
+    """A client enrolled or came back and can be sampled."""
+
+    client_id: str
+
+    def __post_init__(self) -> None:
+        _check_client_id(self.client_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDropped:
+    """A client went away; if it was sampled and had not answered, it is dropped."""
+
+    client_id: str
+
+    def __post_init__(self) -> None:
+        _check_client_id(self.client_id)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReceived:
+    """A client's update for ``round`` arrived (its payload is checked by the shell)."""
+
+    client_id: str
+    round: int
+    num_examples: int
+
+    def __post_init__(self) -> None:
+        _check_client_id(self.client_id)
+        if not _is_int(self.round) or self.round < 1:
+            raise ProtocolError(f"round must be an int >= 1, got {self.round!r}")
+        if not _is_int(self.num_examples) or self.num_examples < 1:
+            raise ProtocolError(f"num_examples must be an int >= 1, got {self.num_examples!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed; the clock value is the ``now`` argument of ``handle``."""
+
+
+Event = ClientAvailable | ClientDropped | UpdateReceived | Tick
+
+
+# ---- actions ------------------------------------------------------------------------------
+
+class Outcome(Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SendTask:
+    """Ask ``client_id`` to train on the current global model for ``round``."""
+
+    client_id: str
+    round: int
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """Aggregate the updates of ``client_ids`` (in arrival order) into a new global model."""
+
+    round: int
+    client_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRound:
+    """The round is over; who answered, who dropped and who ran out of time."""
+
+    round: int
+    outcome: Outcome
+    accepted: tuple[str, ...]
+    dropped: tuple[str, ...] = ()
+    timed_out: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """All rounds are done."""
+
+    rounds: int
+    completed: int
+    failed: int
+
+
+Action = SendTask | Aggregate | CloseRound | Finished

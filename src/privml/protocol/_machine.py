@@ -1,0 +1,216 @@
+"""The round state machine: events in, actions out.
+
+Theory of operation. The machine is in one of three phases::
+
+    WAITING ──(enough clients available)──► TRAINING ──(all answered / deadline)──┐
+       ▲                                                                          │
+       └───────────── round += 1 (more rounds to go) ◄────────────────────────────┘
+                                        └─(last round closed)──► FINISHED
+
+Which handler runs for an event in a phase is written down once, in ``_TABLE``; a pair that
+is missing there is a protocol error. ``handle`` never mutates state before every check has
+passed, so a refused event (late, duplicate, unknown client) leaves the machine exactly as it
+was. Nothing here does I/O: the caller passes the clock (``now``) into each call and a
+``numpy.random.Generator`` for client sampling, which makes every run reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+
+import numpy as np
+
+from privml._exceptions import (
+    DuplicateUpdateError,
+    LateUpdateError,
+    ProtocolError,
+    UnknownClientError,
+)
+from privml.protocol._events import (
+    Action,
+    Aggregate,
+    ClientAvailable,
+    ClientDropped,
+    CloseRound,
+    Event,
+    Finished,
+    Outcome,
+    RoundConfig,
+    SendTask,
+    Tick,
+    UpdateReceived,
+)
+
+__all__ = ["Phase", "RoundMachine"]
+
+
+class Phase(Enum):
+    WAITING = "waiting"
+    TRAINING = "training"
+    FINISHED = "finished"
+
+
+_Handler = Callable[["RoundMachine", Event, float], list[Action]]
+
+
+class RoundMachine:
+    """Runs ``config.num_rounds`` rounds of sampling, collecting and closing."""
+
+    def __init__(self, config: RoundConfig, *, rng: np.random.Generator) -> None:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError("rng must be a numpy.random.Generator")
+        self.config = config
+        self._rng = rng
+        self.phase = Phase.WAITING
+        self.round = 1
+        self.deadline = float("inf")
+        self.completed = 0
+        self.failed = 0
+        self._available: dict[str, None] = {}  # insertion-ordered set
+        self._sampled: tuple[str, ...] = ()
+        self._accepted: dict[str, int] = {}  # client -> num_examples, in arrival order
+        self._dropped: dict[str, None] = {}
+
+    # ---- read-only views ----------------------------------------------------------------
+    @property
+    def available(self) -> tuple[str, ...]:
+        return tuple(self._available)
+
+    @property
+    def sampled(self) -> tuple[str, ...]:
+        return self._sampled
+
+    @property
+    def accepted(self) -> dict[str, int]:
+        return dict(self._accepted)
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        done = self._accepted.keys() | self._dropped.keys()
+        return tuple(c for c in self._sampled if c not in done)
+
+    # ---- the one entry point ------------------------------------------------------------
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Feed one event at time ``now``; returns the actions the shell must perform.
+
+        Raises a :class:`~privml.ProtocolError` subclass (state unchanged) when the event is
+        not allowed now.
+        """
+        handler = _TABLE.get((self.phase, type(event)))
+        if handler is None:
+            raise ProtocolError(f"{type(event).__name__} is not allowed when {self.phase.value}")
+        return handler(self, event, now)
+
+    # ---- handlers -----------------------------------------------------------------------
+    def _on_available(self, event: Event, now: float) -> list[Action]:
+        assert isinstance(event, ClientAvailable)
+        self._available[event.client_id] = None
+        return self._maybe_start(now) if self.phase is Phase.WAITING else []
+
+    def _on_dropped(self, event: Event, now: float) -> list[Action]:
+        assert isinstance(event, ClientDropped)
+        cid = event.client_id
+        if cid not in self._available and cid not in self._sampled:
+            raise UnknownClientError(f"client {cid!r} is not known")
+        self._available.pop(cid, None)
+        if self.phase is Phase.TRAINING and cid in self.pending:
+            self._dropped[cid] = None
+            if not self.pending:
+                return self._close(now, reason="every sampled client answered or dropped")
+        return []
+
+    def _on_update(self, event: Event, now: float) -> list[Action]:
+        assert isinstance(event, UpdateReceived)
+        self.check_update(event.client_id, event.round)
+        self._accepted[event.client_id] = event.num_examples
+        if not self.pending:
+            return self._close(now, reason="every sampled client answered or dropped")
+        return []
+
+    def _on_update_outside_round(self, event: Event, now: float) -> list[Action]:
+        assert isinstance(event, UpdateReceived)
+        self.check_update(event.client_id, event.round)
+        raise AssertionError("unreachable: check_update refuses every update outside a round")
+
+    def _on_tick(self, event: Event, now: float) -> list[Action]:
+        if self.phase is Phase.WAITING:
+            return self._maybe_start(now)
+        if now >= self.deadline:
+            return self._close(now, reason="round deadline reached")
+        return []
+
+    def _ignore(self, event: Event, now: float) -> list[Action]:
+        return []
+
+    # ---- checks and transitions ---------------------------------------------------------
+    def check_update(self, client_id: str, round_: int) -> None:
+        """Raise unless an update from ``client_id`` for ``round_`` would be accepted now."""
+        current = self.phase is Phase.TRAINING and round_ == self.round
+        if round_ > self.round or (round_ == self.round and self.phase is Phase.WAITING):
+            raise ProtocolError(f"round {round_} has not started (current round {self.round})")
+        if not current:
+            raise LateUpdateError(f"round {round_} is closed; update from {client_id!r} refused")
+        if client_id not in self._sampled:
+            raise UnknownClientError(f"client {client_id!r} was not sampled for round {round_}")
+        if client_id in self._accepted:
+            raise DuplicateUpdateError(
+                f"client {client_id!r} already sent its update for round {round_}")
+        if client_id in self._dropped:
+            raise LateUpdateError(f"client {client_id!r} was dropped from round {round_}")
+
+    def _maybe_start(self, now: float) -> list[Action]:
+        pool = tuple(self._available)
+        k = self.config.sample_size(len(pool))
+        if len(pool) < max(k, self.config.min_clients):
+            return []
+        picks = self._rng.choice(len(pool), size=k, replace=False)
+        self._sampled = tuple(pool[i] for i in sorted(int(j) for j in picks))
+        self._accepted = {}
+        self._dropped = {}
+        self.deadline = now + self.config.round_timeout
+        self.phase = Phase.TRAINING
+        return [SendTask(cid, self.round, self.deadline) for cid in self._sampled]
+
+    def _close(self, now: float, *, reason: str) -> list[Action]:
+        accepted = tuple(self._accepted)
+        dropped = tuple(self._dropped)
+        timed_out = self.pending
+        actions: list[Action] = []
+        if len(accepted) >= self.config.min_updates:
+            outcome = Outcome.COMPLETED
+            self.completed += 1
+            actions.append(Aggregate(self.round, accepted))
+        else:
+            outcome = Outcome.FAILED
+            self.failed += 1
+            reason = (f"{reason}; {len(accepted)} update(s) < min_updates "
+                      f"{self.config.min_updates}")
+        actions.append(CloseRound(self.round, outcome, accepted, dropped, timed_out, reason))
+        self._sampled = ()
+        self._accepted = {}
+        self._dropped = {}
+        self.deadline = float("inf")
+        if self.round >= self.config.num_rounds:
+            self.phase = Phase.FINISHED
+            actions.append(Finished(self.round, self.completed, self.failed))
+            return actions
+        self.round += 1
+        self.phase = Phase.WAITING
+        return actions + self._maybe_start(now)
+
+
+_TABLE: dict[tuple[Phase, type], _Handler] = {
+    (Phase.WAITING, ClientAvailable): RoundMachine._on_available,
+    (Phase.WAITING, ClientDropped): RoundMachine._on_dropped,
+    (Phase.WAITING, UpdateReceived): RoundMachine._on_update_outside_round,
+    (Phase.WAITING, Tick): RoundMachine._on_tick,
+    (Phase.TRAINING, ClientAvailable): RoundMachine._on_available,
+    (Phase.TRAINING, ClientDropped): RoundMachine._on_dropped,
+    (Phase.TRAINING, UpdateReceived): RoundMachine._on_update,
+    (Phase.TRAINING, Tick): RoundMachine._on_tick,
+    (Phase.FINISHED, ClientAvailable): RoundMachine._ignore,
+    (Phase.FINISHED, ClientDropped): RoundMachine._ignore,
+    (Phase.FINISHED, UpdateReceived): RoundMachine._on_update_outside_round,
+    (Phase.FINISHED, Tick): RoundMachine._ignore,
+}

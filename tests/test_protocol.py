@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from privml import (
+    ConfigError,
+    DuplicateUpdateError,
+    LateUpdateError,
+    ProtocolError,
+    UnknownClientError,
+)
+from privml.protocol import (
+    Aggregate,
+    ClientAvailable,
+    ClientDropped,
+    CloseRound,
+    Finished,
+    Outcome,
+    Phase,
+    RoundConfig,
+    RoundMachine,
+    SendTask,
+    Tick,
+    UpdateReceived,
+)
+
+
+def snapshot(m: RoundMachine) -> dict[str, object]:
+    """Everything the machine holds, the RNG's position included."""
+    state = {k: copy.deepcopy(v) for k, v in m.__dict__.items() if k != "_rng"}
+    state["rng"] = m._rng.bit_generator.state
+    return state
+
+
+def machine(n_clients: int = 5, **kw: object) -> tuple[RoundMachine, list[SendTask]]:
+    cfg = RoundConfig(**{"num_rounds": 3, "clients_per_round": 3, "round_timeout": 10.0, **kw})
+    m = RoundMachine(cfg, rng=np.random.default_rng(0))
+    tasks: list[SendTask] = []
+    for i in range(n_clients):
+        tasks += [a for a in m.handle(ClientAvailable(f"c{i}"), 0.0) if isinstance(a, SendTask)]
+    return m, tasks
+
+
+def test_waits_for_enough_clients_then_samples() -> None:
+    m = RoundMachine(RoundConfig(num_rounds=1, clients_per_round=3), rng=np.random.default_rng(0))
+    assert m.handle(ClientAvailable("a"), 0.0) == []
+    assert m.handle(ClientAvailable("b"), 0.0) == []
+    assert m.phase is Phase.WAITING
+    actions = m.handle(ClientAvailable("c"), 1.0)
+    assert [type(a) for a in actions] == [SendTask] * 3
+    assert {a.client_id for a in actions if isinstance(a, SendTask)} == {"a", "b", "c"}
+    assert all(a.deadline == 601.0 and a.round == 1 for a in actions if isinstance(a, SendTask))
+    assert m.phase is Phase.TRAINING
+
+
+def test_round_completes_when_all_answer_and_next_round_starts() -> None:
+    m, tasks = machine()
+    assert len(tasks) == 3
+    out: list[object] = []
+    for t in tasks:
+        out = m.handle(UpdateReceived(t.client_id, 1, 10), 2.0)
+    agg, close = out[0], out[1]
+    assert isinstance(agg, Aggregate) and agg.round == 1
+    assert agg.client_ids == tuple(t.client_id for t in tasks)
+    assert isinstance(close, CloseRound) and close.outcome is Outcome.COMPLETED
+    nxt = [a for a in out if isinstance(a, SendTask)]
+    assert len(nxt) == 3 and all(a.round == 2 for a in nxt)
+    assert m.round == 2 and m.phase is Phase.TRAINING
+
+
+def test_sampling_is_seeded() -> None:
+    _, a = machine(n_clients=20)
+    _, b = machine(n_clients=20)
+    assert [t.client_id for t in a] == [t.client_id for t in b]
+    m = RoundMachine(RoundConfig(num_rounds=1, clients_per_round=3),
+                     rng=np.random.default_rng(1))
+    tasks = [x for i in range(20) for x in m.handle(ClientAvailable(f"c{i}"), 0.0)]
+    assert tasks  # a different seed may pick others; it must still pick 3
+    assert len(tasks) == 3
+
+
+def test_fraction_sampling() -> None:
+    cfg = RoundConfig(num_rounds=1, fraction=0.5, min_clients=4)
+    assert cfg.sample_size(10) == 5 and cfg.sample_size(2) == 4
+    m = RoundMachine(cfg, rng=np.random.default_rng(0))
+    out = [a for i in range(4) for a in m.handle(ClientAvailable(f"c{i}"), 0.0)]
+    assert len(out) == 4  # starts as soon as min_clients are there
+
+
+def test_deadline_expiry_closes_with_answers_so_far() -> None:
+    m, tasks = machine(min_updates=1)
+    m.handle(UpdateReceived(tasks[0].client_id, 1, 5), 1.0)
+    assert m.handle(Tick(), 9.9) == []
+    out = m.handle(Tick(), 10.0)
+    close = next(a for a in out if isinstance(a, CloseRound))
+    assert close.outcome is Outcome.COMPLETED
+    assert close.accepted == (tasks[0].client_id,)
+    assert set(close.timed_out) == {tasks[1].client_id, tasks[2].client_id}
+    assert any(isinstance(a, Aggregate) for a in out)
+
+
+def test_deadline_without_enough_updates_fails_round() -> None:
+    m, tasks = machine(min_updates=2)
+    m.handle(UpdateReceived(tasks[0].client_id, 1, 5), 1.0)
+    out = m.handle(Tick(), 11.0)
+    close = next(a for a in out if isinstance(a, CloseRound))
+    assert close.outcome is Outcome.FAILED and "min_updates" in close.reason
+    assert not any(isinstance(a, Aggregate) for a in out)
+    assert m.round == 2 and m.failed == 1
+
+
+def test_drops_close_round_early_and_leave_pool() -> None:
+    m, tasks = machine()
+    m.handle(UpdateReceived(tasks[0].client_id, 1, 5), 1.0)
+    m.handle(ClientDropped(tasks[1].client_id), 1.0)
+    out = m.handle(ClientDropped(tasks[2].client_id), 2.0)
+    close = next(a for a in out if isinstance(a, CloseRound))
+    assert close.dropped == (tasks[1].client_id, tasks[2].client_id)
+    assert close.outcome is Outcome.COMPLETED
+    assert tasks[1].client_id not in m.available
+    # only 3 clients remain available: round 2 samples exactly them
+    assert m.phase is Phase.TRAINING and len(m.available) == 3
+
+
+def test_late_update_refused_with_distinct_error_and_no_state_change() -> None:
+    m, tasks = machine(min_updates=1)
+    m.handle(UpdateReceived(tasks[0].client_id, 1, 5), 1.0)
+    m.handle(Tick(), 10.0)  # round 1 closes; tasks[1] timed out
+    before = snapshot(m)
+    with pytest.raises(LateUpdateError, match="round 1 is closed"):
+        m.handle(UpdateReceived(tasks[1].client_id, 1, 5), 11.0)
+    assert snapshot(m) == before
+
+
+def test_dropped_client_update_is_late() -> None:
+    m, tasks = machine()
+    m.handle(ClientDropped(tasks[0].client_id), 1.0)
+    with pytest.raises(LateUpdateError, match="dropped"):
+        m.handle(UpdateReceived(tasks[0].client_id, 1, 5), 1.5)
+
+
+def test_duplicate_update_refused() -> None:
+    m, tasks = machine()
+    m.handle(UpdateReceived(tasks[0].client_id, 1, 5), 1.0)
+    before = m.accepted
+    with pytest.raises(DuplicateUpdateError):
+        m.handle(UpdateReceived(tasks[0].client_id, 1, 5), 1.1)
+    assert m.accepted == before
+
+
+def test_unsampled_and_unknown_clients_refused() -> None:
+    m, tasks = machine()
+    outsider = next(c for c in m.available if c not in {t.client_id for t in tasks})
+    with pytest.raises(UnknownClientError):
+        m.handle(UpdateReceived(outsider, 1, 5), 1.0)
+    with pytest.raises(UnknownClientError):
+        m.handle(ClientDropped("nobody"), 1.0)
+
+
+def test_future_round_refused() -> None:
+    m, tasks = machine()
+    with pytest.raises(ProtocolError, match="has not started"):
+        m.handle(UpdateReceived(tasks[0].client_id, 2, 5), 1.0)
+
+
+def test_finishes_after_num_rounds_and_refuses_more() -> None:
+    m, tasks = machine()
+    finished = None
+    for r in (1, 2, 3):
+        ids = [t.client_id for t in tasks]
+        out: list[object] = []
+        for cid in ids:
+            out = m.handle(UpdateReceived(cid, r, 1), float(r))
+        tasks = [a for a in out if isinstance(a, SendTask)]
+        finished = next((a for a in out if isinstance(a, Finished)), None)
+    assert finished == Finished(rounds=3, completed=3, failed=0)
+    assert m.phase is Phase.FINISHED
+    with pytest.raises(LateUpdateError):
+        m.handle(UpdateReceived("c0", 3, 1), 9.0)
+    assert m.handle(Tick(), 100.0) == []
+
+
+@pytest.mark.parametrize("kw", [
+    {"num_rounds": 0, "clients_per_round": 1},
+    {"num_rounds": 1},
+    {"num_rounds": 1, "clients_per_round": 2, "fraction": 0.5},
+    {"num_rounds": 1, "fraction": 0.0},
+    {"num_rounds": 1, "fraction": 1.5},
+    {"num_rounds": 1, "clients_per_round": 0},
+    {"num_rounds": 1, "clients_per_round": 2, "min_updates": 3},
+    {"num_rounds": 1, "clients_per_round": 2, "round_timeout": 0.0},
+    {"num_rounds": 1, "clients_per_round": 2, "round_timeout": float("nan")},
+])
+def test_bad_config(kw: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        RoundConfig(**kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: UpdateReceived("", 1, 1),
+    lambda: UpdateReceived("a", 0, 1),
+    lambda: UpdateReceived("a", 1, 0),
+    lambda: UpdateReceived("a", True, 1),
+    lambda: ClientAvailable(None),
+])
+def test_malformed_events_refused(make: object) -> None:
+    with pytest.raises(ProtocolError):
+        make()  # type: ignore[operator]
+
+
+events = st.one_of(
+    st.builds(ClientAvailable, st.sampled_from([f"c{i}" for i in range(6)])),
+    st.builds(ClientDropped, st.sampled_from([f"c{i}" for i in range(6)])),
+    st.builds(UpdateReceived, st.sampled_from([f"c{i}" for i in range(6)]),
+              st.integers(1, 4), st.integers(1, 50)),
+    st.just(Tick()),
+)
+
+
+@given(st.lists(st.tuples(events, st.floats(0, 5)), max_size=60))
+def test_invariants_under_any_event_sequence(seq: list[tuple[object, float]]) -> None:
+    m = RoundMachine(RoundConfig(num_rounds=4, clients_per_round=2, round_timeout=3.0),
+                     rng=np.random.default_rng(0))
+    now = 0.0
+    aggregated: list[int] = []
+    for event, dt in seq:
+        now += dt
+        before = snapshot(m)
+        try:
+            actions = m.handle(event, now)  # type: ignore[arg-type]
+        except ProtocolError:
+            assert snapshot(m) == before  # a refused event changes nothing
+            continue
+        for a in actions:
+            if isinstance(a, Aggregate):
+                assert a.client_ids and len(set(a.client_ids)) == len(a.client_ids)
+                aggregated.append(a.round)
+        assert set(m.accepted) <= set(m.sampled)
+        assert m.round <= 4
+    assert aggregated == sorted(set(aggregated))  # each round aggregated at most once, in order
