@@ -1,0 +1,53 @@
+# privml — the two commands a newcomer runs: `make demo` and `make test`.
+# Both set everything up idempotently (a .venv refreshed when pyproject.toml changes,
+# Debian packages installed when missing) and then run.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# Run as root in CI; elsewhere use sudo when it is there.
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all setup sysdeps demo test lint typecheck unit bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	# torch first, pinned: pip takes this CPU build from local disk; unpinned pulls GBs of CUDA.
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+# Debian packages the demo, tests and benchmarks need, installed only when missing.
+sysdeps:
+	@if [ ! -f $(FASHION) ]; then \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+setup: $(STAMP) sysdeps
+
+demo: setup
+	$(VENV)/bin/privml demo --out runs/demo --json runs/demo/summary.json
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest
+
+test: lint typecheck unit
+
+bench: setup
+	$(PY) bench/sim_digits.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,120 @@
+"""``privml sim`` and ``privml demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from privml._exceptions import ConfigError
+from privml.cli._app import app, guarded, out, summary_table, write_json
+
+DEMO_TARGET = 0.90
+
+
+def _alpha(value: str) -> float | None:
+    if value.lower() == "iid":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"alpha must be a number > 0 or 'iid', got {value!r}") from None
+
+
+def _finish(result: object, *, kind: str, json_path: Path | None, plot: Path | None,
+            save_model: Path | None, db: Path | None, title: str) -> dict[str, object]:
+    from privml.sim import RunStore, SimResult, plot_history
+
+    assert isinstance(result, SimResult)
+    summary = result.summary()
+    with RunStore(db) as store:
+        summary["run_id"] = store.add(result, kind=kind)
+    if plot is not None:
+        summary["plot"] = str(plot_history(result.history, plot, title=title))
+    if save_model is not None and result.model_spec_json is not None:
+        from privml.models import ModelSpec, save_model as save
+
+        save(save_model, ModelSpec.from_json(result.model_spec_json), result.params)
+        summary["model_file"] = str(save_model)
+    if json_path is not None:
+        write_json(json_path, summary)
+    out.print(summary_table(summary, title))
+    for key in ("plot", "model_file"):
+        if key in summary:
+            out.print(f"{key.replace('_', ' ')}: {summary[key]}")
+    return summary
+
+
+@app.command("sim")
+@guarded
+def sim_cmd(
+    dataset: Annotated[str, typer.Option(help="digits, fashion-mnist or csv.")] = "digits",
+    model: Annotated[str, typer.Option(help="logreg, mlp or cnn.")] = "mlp",
+    clients: Annotated[int, typer.Option(help="Number of simulated clients.")] = 20,
+    per_round: Annotated[int, typer.Option(help="Clients sampled per round.")] = 10,
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 30,
+    alpha: Annotated[str, typer.Option(help="Dirichlet alpha over labels (> 0), or 'iid'.")]
+    = "0.5",
+    strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam or fedyogi.")]
+    = "fedavg",
+    seed: Annotated[int, typer.Option(help="Seed for partition, sampling and training.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Local batch size.")] = 16,
+    lr: Annotated[float, typer.Option(help="Local learning rate.")] = 0.05,
+    optimizer: Annotated[str, typer.Option(help="Local optimizer: sgd or adam.")] = "sgd",
+    momentum: Annotated[float, typer.Option(help="Local SGD momentum.")] = 0.9,
+    mu: Annotated[float, typer.Option(help="FedProx proximal weight.")] = 0.01,
+    server_lr: Annotated[float, typer.Option(help="FedAdam/FedYogi server step.")] = 0.01,
+    dropout: Annotated[float, typer.Option(help="Chance a sampled client never answers.")]
+    = 0.0,
+    min_updates: Annotated[int, typer.Option(help="Updates needed to aggregate a round.")] = 1,
+    data_path: Annotated[str | None, typer.Option(help="Dataset file or folder.")] = None,
+    label: Annotated[str, typer.Option(help="Label column of a CSV dataset.")] = "label",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write a JSON summary.")]
+    = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of accuracy per round.")]
+    = None,
+    save_model: Annotated[Path | None, typer.Option(help="Write the final model file.")]
+    = None,
+    db: Annotated[Path | None, typer.Option(help="Run database (default $PRIVML_HOME).")]
+    = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a federated simulation in this process."""
+    from privml.sim import SimConfig, run_simulation
+
+    cfg = SimConfig(dataset=dataset, model=model, clients=clients, per_round=per_round,
+                    rounds=rounds, alpha=_alpha(alpha), strategy=strategy, seed=seed,
+                    epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                    momentum=momentum, mu=mu, server_lr=server_lr, dropout=dropout,
+                    min_updates=min_updates, data_path=data_path, label=label)
+    result = run_simulation(cfg, progress=progress)
+    _finish(result, kind="sim", json_path=json_path, plot=plot, save_model=save_model, db=db,
+            title=f"privml sim: {dataset}/{model}, {strategy}")
+
+
+@app.command("demo")
+@guarded
+def demo_cmd(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write a JSON summary.")]
+    = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plot and model.")]
+    = Path("privml-demo"),
+    db: Annotated[Path | None, typer.Option(help="Run database (default $PRIVML_HOME).")]
+    = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run the main job on the embedded defaults (digits, 20 clients, alpha 0.5, 30 rounds)."""
+    from privml.sim import SimConfig, run_simulation
+
+    cfg = SimConfig()
+    out.print(f"[bold]privml demo[/]: {cfg.clients} clients on digits, Dirichlet alpha "
+              f"{cfg.alpha}, {cfg.per_round} per round, {cfg.rounds} rounds of {cfg.strategy}")
+    result = run_simulation(cfg, progress=progress)
+    summary = _finish(result, kind="demo", json_path=json_path,
+                      plot=out_dir / "accuracy.png", save_model=out_dir / "model.safetensors",
+                      db=db, title="privml demo: digits, 20 clients, FedAvg")
+    acc = float(summary["final_accuracy"])  # type: ignore[arg-type]
+    verdict = "[green]met[/]" if acc >= DEMO_TARGET else "[red]NOT met[/]"
+    out.print(f"target test accuracy >= {DEMO_TARGET}: {verdict} ({acc:.4f})")

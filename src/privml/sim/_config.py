@@ -1,0 +1,125 @@
+"""Simulation settings and results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from privml._exceptions import ConfigError
+from privml.params import Params
+
+__all__ = ["RoundRecord", "SimConfig", "SimResult"]
+
+
+def _positive_int(label: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """One federated simulation. The defaults are the embedded demo: digits, 20 clients,
+    Dirichlet(0.5) over labels, 10 clients per round, 30 rounds of FedAvg."""
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    clients: int = 20
+    per_round: int = 10
+    rounds: int = 30
+    alpha: float | None = 0.5  # None: IID partition
+    strategy: str = "fedavg"
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    mu: float = 0.01  # FedProx proximal weight
+    server_lr: float = 0.01  # FedAdam / FedYogi server step
+    dropout: float = 0.0  # probability that a sampled client never answers (a straggler)
+    min_updates: int = 1
+    round_timeout: float = 60.0  # virtual seconds; only stragglers make it matter
+    data_path: str | None = None
+    label: str = "label"
+
+    def __post_init__(self) -> None:
+        _positive_int("clients", self.clients)
+        _positive_int("per_round", self.per_round)
+        _positive_int("rounds", self.rounds)
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("min_updates", self.min_updates)
+        if self.per_round > self.clients:
+            raise ConfigError(
+                f"more clients per round ({self.per_round}) than clients ({self.clients})")
+        if self.min_updates > self.per_round:
+            raise ConfigError(
+                f"min_updates ({self.min_updates}) exceeds clients per round ({self.per_round})")
+        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or \
+                not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    """What one round produced, as measured by the simulator."""
+
+    round: int
+    outcome: str
+    updates: int
+    dropped: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+    seconds: float
+
+
+@dataclass(slots=True)
+class SimResult:
+    config: SimConfig
+    history: list[RoundRecord]
+    params: Params
+    seconds_total: float
+    model_spec_json: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.history[-1].test_accuracy if self.history else float("nan")
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1].test_loss if self.history else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary ``privml sim --json`` writes."""
+        n = len(self.history)
+        return {
+            "final_accuracy": self.final_accuracy,
+            "final_loss": self.final_loss,
+            "best_accuracy": max((r.test_accuracy for r in self.history), default=float("nan")),
+            "rounds": n,
+            "rounds_completed": sum(r.outcome == "completed" for r in self.history),
+            "clients": self.config.clients,
+            "per_round": self.config.per_round,
+            "dataset": self.config.dataset,
+            "model": self.config.model,
+            "strategy": self.config.strategy,
+            "alpha": self.config.alpha,
+            "seed": self.config.seed,
+            "seconds_total": self.seconds_total,
+            "seconds_per_round": sum(r.seconds for r in self.history) / n if n else 0.0,
+            "config": self.config.to_dict(),
+            "history": [asdict(r) for r in self.history],
+            **self.extra,
+        }

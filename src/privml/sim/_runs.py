@@ -1,0 +1,134 @@
+"""Run history in an embedded SQLite database (``$PRIVML_HOME/runs.db`` by default).
+
+The schema version lives in ``PRAGMA user_version``; opening a database written by a newer
+privml is refused rather than guessed at, and older ones are migrated forward in order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from privml._exceptions import DataError
+from privml._home import privml_home
+from privml.sim._config import SimResult
+
+__all__ = ["RunRow", "RunStore", "default_db"]
+
+SCHEMA_VERSION = 1
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        dataset TEXT NOT NULL, model TEXT NOT NULL, strategy TEXT NOT NULL,
+        clients INTEGER NOT NULL, rounds INTEGER NOT NULL,
+        final_accuracy REAL, final_loss REAL,
+        seconds_total REAL NOT NULL, seconds_per_round REAL NOT NULL,
+        config TEXT NOT NULL
+    );
+    CREATE TABLE rounds (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        round INTEGER NOT NULL, outcome TEXT NOT NULL,
+        updates INTEGER NOT NULL, dropped INTEGER NOT NULL,
+        train_loss REAL, test_loss REAL, test_accuracy REAL, seconds REAL NOT NULL,
+        PRIMARY KEY (run_id, round)
+    );
+    """,
+}
+
+
+def default_db() -> Path:
+    return privml_home() / "runs.db"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: int
+    started_at: str
+    kind: str
+    dataset: str
+    model: str
+    strategy: str
+    clients: int
+    rounds: int
+    final_accuracy: float | None
+    final_loss: float | None
+    seconds_total: float
+    seconds_per_round: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunStore:
+    """Past runs and their per-round figures."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_db()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"run database {self.path} is unreadable: {exc}") from exc
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise DataError(f"run database {self.path} has schema {version}, newer than "
+                            f"this privml ({SCHEMA_VERSION}); upgrade privml")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._db:
+                self._db.executescript(_MIGRATIONS[target])
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, result: SimResult, *, kind: str = "sim") -> int:
+        """Record a finished run; returns its id."""
+        s = result.summary()
+        cfg = result.config
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO runs (started_at, kind, dataset, model, strategy, clients, rounds,"
+                " final_accuracy, final_loss, seconds_total, seconds_per_round, config)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (datetime.now(UTC).isoformat(timespec="seconds"), kind, cfg.dataset, cfg.model,
+                 cfg.strategy, cfg.clients, s["rounds"], s["final_accuracy"], s["final_loss"],
+                 s["seconds_total"], s["seconds_per_round"], json.dumps(cfg.to_dict())))
+            run_id = int(cur.lastrowid or 0)
+            self._db.executemany(
+                "INSERT INTO rounds VALUES (?,?,?,?,?,?,?,?,?)",
+                [(run_id, r.round, r.outcome, r.updates, r.dropped, r.train_loss, r.test_loss,
+                  r.test_accuracy, r.seconds) for r in result.history])
+        return run_id
+
+    def runs(self, *, limit: int = 20) -> list[RunRow]:
+        """The most recent runs, newest first."""
+        rows = self._db.execute(
+            "SELECT id, started_at, kind, dataset, model, strategy, clients, rounds,"
+            " final_accuracy, final_loss, seconds_total, seconds_per_round"
+            " FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [RunRow(*row) for row in rows]
+
+    def rounds(self, run_id: int) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT round, outcome, updates, dropped, train_loss, test_loss, test_accuracy,"
+            " seconds FROM rounds WHERE run_id = ? ORDER BY round", (run_id,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

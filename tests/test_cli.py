@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from privml.cli import app
+from privml.data import load_dataset
+
+from tests.conftest import DemoRun, privml_exe
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRIVML_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "120")
+
+
+def test_demo_reaches_target_and_writes_plot(demo_run: DemoRun) -> None:
+    s = demo_run.summary
+    assert s["final_accuracy"] >= 0.90  # type: ignore[operator]
+    assert s["clients"] == 20 and s["rounds"] == 30 and s["per_round"] == 10
+    assert s["alpha"] == 0.5 and s["strategy"] == "fedavg" and s["dataset"] == "digits"
+    assert s["seconds_total"] < 600 and s["seconds_per_round"] > 0  # type: ignore[operator]
+    png = demo_run.out / "accuracy.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (demo_run.out / "model.safetensors").stat().st_size > 0
+    assert "target test accuracy >= 0.9: met" in demo_run.stdout
+    assert "Traceback" not in demo_run.stderr
+
+
+def test_runs_lists_the_demo(demo_run: DemoRun) -> None:
+    env = {**os.environ, "PRIVML_HOME": str(demo_run.home)}
+    proc = subprocess.run([*privml_exe(), "runs", "--json"], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 1 and rows[0]["kind"] == "demo"
+    assert rows[0]["final_accuracy"] == pytest.approx(demo_run.summary["final_accuracy"])
+    table = runner.invoke(app, ["runs", "--db", str(demo_run.home / "runs.db")])
+    assert table.exit_code == 0 and "demo" in table.stdout
+
+
+def test_predict_with_the_demo_model(demo_run: DemoRun, tmp_path: Path) -> None:
+    ds = load_dataset("digits", seed=0)
+    rows = ds.x_test.reshape(len(ds.x_test), -1)
+    csv_path = tmp_path / "rows.csv"
+    header = ",".join([f"px{i}" for i in range(64)] + ["label"])
+    lines = [",".join([*(f"{v:.4f}" for v in r), str(int(y))]) for r, y in zip(rows, ds.y_test)]
+    csv_path.write_text(header + "\n" + "\n".join(lines) + "\n")
+    model = demo_run.out / "model.safetensors"
+    res = runner.invoke(app, ["predict", "--model", str(model), "--input", str(csv_path),
+                              "--label", "label", "--output", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.stderr
+    acc = float(res.stdout.split("accuracy against column 'label':")[1].split()[0])
+    assert acc == pytest.approx(demo_run.summary["final_accuracy"], abs=1e-9)
+    preds = (tmp_path / "p.csv").read_text().splitlines()
+    assert len(preds) == len(rows) + 1 and preds[0].startswith("row,prediction,confidence")
+    # wrong width: a clear error, exit 2
+    narrow = tmp_path / "narrow.csv"
+    narrow.write_text("a,b\n1,2\n3,4\n")
+    bad = runner.invoke(app, ["predict", "--model", str(model), "--input", str(narrow)])
+    assert bad.exit_code == 2 and "2 feature columns, the model takes 64" in bad.stderr
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(model.read_bytes()[:100])
+    bad = runner.invoke(app, ["predict", "--model", str(corrupt), "--input", str(csv_path)])
+    assert bad.exit_code == 2 and "error:" in bad.stderr
+
+
+def test_sim_json_summary(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    res = runner.invoke(app, ["sim", "--model", "logreg", "--clients", "4", "--per-round", "2",
+                              "--rounds", "2", "--epochs", "1", "--json", str(out),
+                              "--plot", str(tmp_path / "p.png"), "--no-progress"])
+    assert res.exit_code == 0, res.stderr
+    s = json.loads(out.read_text())
+    for key in ("final_accuracy", "rounds", "clients", "seconds_total", "seconds_per_round"):
+        assert key in s
+    assert s["rounds"] == 2 and s["clients"] == 4 and 0 <= s["final_accuracy"] <= 1
+    assert (tmp_path / "p.png").exists()
+
+
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+@pytest.fixture()
+def corrupt_fashion(tmp_path: Path) -> Path:
+    d = tmp_path / "fashion"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("t10k", 10)):
+        _write_idx(d / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(d / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    raw = (d / "train-images-idx3-ubyte.gz").read_bytes()
+    (d / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2])
+    return d
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--model", "resnet"], "unknown model 'resnet'"),
+    (["--strategy", "fedfoo"], "unknown strategy 'fedfoo'"),
+    (["--alpha", "0"], "alpha must be > 0"),
+    (["--alpha", "-0.5"], "alpha must be > 0"),
+    (["--alpha", "banana"], "alpha must be a number"),
+    (["--clients", "5", "--per-round", "10"], "more clients per round (10) than clients (5)"),
+])
+def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
+    res = runner.invoke(app, ["sim", "--rounds", "1", "--no-progress", *args])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("error:")
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_corrupt_idx_is_one_line_exit_2(corrupt_fashion: Path) -> None:
+    res = runner.invoke(app, ["sim", "--dataset", "fashion-mnist", "--data-path",
+                              str(corrupt_fashion), "--no-progress"])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train-images-idx3-ubyte.gz" in lines[0]
+
+
+def test_bad_input_real_process() -> None:
+    proc = subprocess.run([*privml_exe(), "sim", "--alpha", "0"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: alpha must be > 0, got 0.0"]
+
+
+@pytest.mark.parametrize("command", [[], ["sim"], ["demo"], ["runs"], ["predict"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    res = runner.invoke(app, [*command, "--help"])
+    assert res.exit_code == 0 and "Usage" in res.stdout
