@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from privml.cli import app
 from privml.data import load_dataset
-
 from tests.conftest import DemoRun, privml_exe
 
 runner = CliRunner()
@@ -54,7 +53,8 @@ def test_predict_with_the_demo_model(demo_run: DemoRun, tmp_path: Path) -> None:
     rows = ds.x_test.reshape(len(ds.x_test), -1)
     csv_path = tmp_path / "rows.csv"
     header = ",".join([f"px{i}" for i in range(64)] + ["label"])
-    lines = [",".join([*(f"{v:.4f}" for v in r), str(int(y))]) for r, y in zip(rows, ds.y_test)]
+    lines = [",".join([*(repr(float(v)) for v in r), str(int(y))])
+             for r, y in zip(rows, ds.y_test, strict=True)]
     csv_path.write_text(header + "\n" + "\n".join(lines) + "\n")
     model = demo_run.out / "model.safetensors"
     res = runner.invoke(app, ["predict", "--model", str(model), "--input", str(csv_path),

@@ -33,7 +33,8 @@ def _finish(result: object, *, kind: str, json_path: Path | None, plot: Path | N
     if plot is not None:
         summary["plot"] = str(plot_history(result.history, plot, title=title))
     if save_model is not None and result.model_spec_json is not None:
-        from privml.models import ModelSpec, save_model as save
+        from privml.models import ModelSpec
+        from privml.models import save_model as save
 
         save(save_model, ModelSpec.from_json(result.model_spec_json), result.params)
         summary["model_file"] = str(save_model)
