@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import types
 
 import pytest
 
@@ -23,9 +22,8 @@ def test_all_is_explicit_and_complete(name: str) -> None:
         assert hasattr(mod, item), f"{name}.__all__ names missing {item!r}"
     public = {
         k for k, v in vars(mod).items()
-        if not k.startswith("_") and not isinstance(v, types.ModuleType)
-        and getattr(v, "__module__", name).startswith("privml")
-        and (inspect.isclass(v) or inspect.isfunction(v))
+        if not k.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))
+        and (v.__module__ == name or v.__module__.startswith(name + "."))
     }
     assert public <= set(exported), f"{name}: public but not in __all__: {public - set(exported)}"
 

@@ -60,8 +60,10 @@ def test_predict_with_the_demo_model(demo_run: DemoRun, tmp_path: Path) -> None:
     res = runner.invoke(app, ["predict", "--model", str(model), "--input", str(csv_path),
                               "--label", "label", "--output", str(tmp_path / "p.csv")])
     assert res.exit_code == 0, res.stderr
-    acc = float(res.stdout.split("accuracy against column 'label':")[1].split()[0])
-    assert acc == pytest.approx(demo_run.summary["final_accuracy"], abs=1e-9)
+    counts = res.stdout.split("accuracy against column 'label':")[1].split("(")[1].split()[0]
+    correct, total = (int(v) for v in counts.split("/"))
+    assert total == len(rows)
+    assert correct / total == pytest.approx(demo_run.summary["final_accuracy"], abs=1e-9)
     preds = (tmp_path / "p.csv").read_text().splitlines()
     assert len(preds) == len(rows) + 1 and preds[0].startswith("row,prediction,confidence")
     # wrong width: a clear error, exit 2

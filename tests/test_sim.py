@@ -45,7 +45,7 @@ def test_simulation_is_deterministic(digits) -> None:  # type: ignore[no-untyped
 
 @pytest.mark.parametrize("strategy", ["fedprox", "fedadam", "fedyogi"])
 def test_other_strategies_learn(digits, strategy: str) -> None:  # type: ignore[no-untyped-def]
-    cfg = SimConfig(**{**SMALL, "strategy": strategy, "server_lr": 0.05})
+    cfg = SimConfig(**{**SMALL, "strategy": strategy, "server_lr": 0.1})
     result = run_simulation(cfg, dataset=digits)
     assert result.final_accuracy > 0.7
 
@@ -87,7 +87,7 @@ def test_bring_your_own_model_and_loop(digits) -> None:  # type: ignore[no-untyp
             loss = nn.functional.cross_entropy(model(xt), yt)
             loss.backward()
             opt.step()
-        return TrainResult(num_examples=len(data), loss=float(loss), steps=20)
+        return TrainResult(num_examples=len(data), loss=float(loss.detach()), steps=20)
 
     result = run_simulation(SimConfig(**{**SMALL, "rounds": 5}), dataset=digits,
                             model_fn=TinyNet, train_fn=my_train)

@@ -62,5 +62,6 @@ def predict_cmd(
             table.add_row(str(i), str(int(pred[i])), f"{conf[i]:.3f}")
         out.print(table)
     if y is not None:
-        accuracy = float(np.mean(pred == y))
-        out.print(f"accuracy against column {label!r}: {accuracy:.4f} ({len(y)} rows)")
+        correct = int(np.sum(pred == y))
+        out.print(f"accuracy against column {label!r}: {correct / len(y):.4f} "
+                  f"({correct}/{len(y)} correct)")

@@ -66,7 +66,7 @@ def sim_cmd(
     optimizer: Annotated[str, typer.Option(help="Local optimizer: sgd or adam.")] = "sgd",
     momentum: Annotated[float, typer.Option(help="Local SGD momentum.")] = 0.9,
     mu: Annotated[float, typer.Option(help="FedProx proximal weight.")] = 0.01,
-    server_lr: Annotated[float, typer.Option(help="FedAdam/FedYogi server step.")] = 0.01,
+    server_lr: Annotated[float, typer.Option(help="FedAdam/FedYogi server step.")] = 0.1,
     dropout: Annotated[float, typer.Option(help="Chance a sampled client never answers.")]
     = 0.0,
     min_updates: Annotated[int, typer.Option(help="Updates needed to aggregate a round.")] = 1,

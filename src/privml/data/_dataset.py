@@ -111,7 +111,7 @@ def split(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], *, test_fraction
     """
     # Imported here: sklearn.model_selection takes over a second to import, which every
     # `import privml.data` (and so the CLI's start-up) would otherwise pay.
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+    from sklearn.model_selection import train_test_split
 
     n = len(y)
     n_test = min(max(math.ceil(test_fraction * n), 1), n - 1)

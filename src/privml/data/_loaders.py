@@ -49,7 +49,7 @@ def load_digits(*, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """
     fraction = check_test_fraction(test_fraction)
     seed = check_seed(seed)
-    from sklearn.datasets import load_digits as sk_load_digits  # noqa: PLC0415 (slow import)
+    from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
     x = (np.asarray(bunch.data, dtype=np.float64) / _DIGITS_MAX_PIXEL).astype(np.float32)

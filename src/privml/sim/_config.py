@@ -36,7 +36,7 @@ class SimConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     mu: float = 0.01  # FedProx proximal weight
-    server_lr: float = 0.01  # FedAdam / FedYogi server step
+    server_lr: float = 0.1  # FedAdam / FedYogi server step
     dropout: float = 0.0  # probability that a sampled client never answers (a straggler)
     min_updates: int = 1
     round_timeout: float = 60.0  # virtual seconds; only stragglers make it matter

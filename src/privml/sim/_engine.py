@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -59,10 +58,9 @@ class _Federation:
         self.model = model
         self.train_fn = train_fn
         self.strategy = make_strategy(cfg.strategy, mu=cfg.mu, server_lr=cfg.server_lr)
-        self.train_cfg = replace(
-            TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                        optimizer=cfg.optimizer, momentum=cfg.momentum),
-            **self.strategy.client_options())
+        self.train_cfg = TrainConfig(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+            momentum=cfg.momentum, prox_mu=self.strategy.client_options().get("prox_mu", 0.0))
         seeds = np.random.SeedSequence(cfg.seed).spawn(3)
         part = partition(dataset.y_train, cfg.clients, alpha=cfg.alpha,
                          rng=np.random.default_rng(seeds[0]))
@@ -122,7 +120,7 @@ class _Federation:
         queue: deque[Action] = deque()
         for cid in self.ids:
             queue.extend(self.machine.handle(ClientAvailable(cid), self.clock))
-        while self.machine.phase is not Phase.FINISHED:
+        while queue or self.machine.phase is not Phase.FINISHED:
             if not queue:
                 # Only stragglers are left: let virtual time run to the deadline.
                 self.clock = max(self.clock, self.machine.deadline)

@@ -114,7 +114,7 @@ class FedAdam:
     """Server-side Adam on the mean delta (Reddi et al. 2021, Algorithm 2)."""
 
     name: ClassVar[str] = "fedadam"
-    lr: float = 0.01
+    lr: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
@@ -169,7 +169,7 @@ class FedYogi(FedAdam):
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedyogi")
 
 
-def make_strategy(name: str, *, mu: float = 0.01, server_lr: float = 0.01) -> Strategy:
+def make_strategy(name: str, *, mu: float = 0.01, server_lr: float = 0.1) -> Strategy:
     """The strategy called ``name``; ConfigError naming the choices for an unknown one."""
     match name:
         case "fedavg":
