@@ -36,7 +36,7 @@ demo: setup
 	$(VENV)/bin/privml demo --out runs/demo --json runs/demo/summary.json
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -27,7 +27,8 @@ def plot_history(history: Sequence[RoundRecord], path: str | Path, *, title: str
         ax_acc.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1), title="accuracy")
         ax_acc.grid(alpha=0.3)
         ax_loss.plot(rounds, [r.test_loss for r in history], marker="o", ms=3, label="test")
-        ax_loss.plot(rounds, [r.train_loss for r in history], marker=".", ms=3, label="train")
+        ax_loss.plot(rounds, [r.train_loss for r in history], marker=".", ms=3,
+                     label="train (local mean)")
         ax_loss.set(xlabel="round", ylabel="cross-entropy", title="loss")
         ax_loss.grid(alpha=0.3)
         ax_loss.legend()
