@@ -81,6 +81,8 @@ def sim_cmd(
     db: Annotated[Path | None, typer.Option(help="Run database (default $PRIVML_HOME).")]
     = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest for small "
+                                         "models; 0 keeps torch's default).")] = 1,
 ) -> None:
     """Run a federated simulation in this process."""
     from privml.sim import SimConfig, run_simulation
@@ -90,7 +92,9 @@ def sim_cmd(
                     epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                     momentum=momentum, mu=mu, server_lr=server_lr, dropout=dropout,
                     min_updates=min_updates, data_path=data_path, label=label)
-    result = run_simulation(cfg, progress=progress)
+    if threads < 0:
+        raise ConfigError(f"threads must be >= 0, got {threads}")
+    result = run_simulation(cfg, progress=progress, threads=threads or None)
     _finish(result, kind="sim", json_path=json_path, plot=plot, save_model=save_model, db=db,
             title=f"privml sim: {dataset}/{model}, {strategy}")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -148,13 +149,35 @@ def _progress(console: Console) -> Progress:
 def run_simulation(config: SimConfig, *, dataset: Dataset | None = None,
                    model_fn: ModelFn | None = None, train_fn: TrainFn | None = None,
                    progress: bool = False, on_round: RoundCallback | None = None,
-                   console: Console | None = None) -> SimResult:
+                   console: Console | None = None, threads: int | None = 1) -> SimResult:
     """Run a federated simulation and return its history and final parameters.
 
     ``dataset`` overrides ``config.dataset``; ``model_fn`` builds any torch module instead of
     the zoo model (then no portable spec is recorded); ``train_fn`` replaces the built-in
-    local training (same signature as :func:`privml.train.train_local`).
+    local training (same signature as :func:`privml.train.train_local`). ``threads`` sets
+    torch's intra-op threads for the run (restored afterwards): clients train one after
+    another on small batches, where extra threads only add synchronisation — on a loaded
+    2-core machine one thread ran the demo 2-3x faster than two. ``None`` leaves torch's.
     """
+    with _torch_threads(threads):
+        return _run(config, dataset=dataset, model_fn=model_fn, train_fn=train_fn,
+                    progress=progress, on_round=on_round, console=console)
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(config: SimConfig, *, dataset: Dataset | None, model_fn: ModelFn | None,
+         train_fn: TrainFn | None, progress: bool, on_round: RoundCallback | None,
+         console: Console | None) -> SimResult:
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(
         config.dataset, seed=config.seed, path=config.data_path, label=config.label)
