@@ -103,6 +103,8 @@ class ModelSpec:
     def from_json(cls, text: str) -> ModelSpec:
         try:
             raw = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as exc:
+        # ValueError covers JSONDecodeError and UnicodeDecodeError; a spec can come out of a
+        # file or off the wire, where absurdly deep nesting must not escape as RecursionError.
+        except (ValueError, TypeError, RecursionError) as exc:
             raise ConfigError(f"model spec is not valid JSON: {exc}") from None
         return cls.from_dict(raw)

@@ -11,10 +11,13 @@ TF.js only transposes kernels. Parameter names and layouts (torch's own):
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F  # noqa: N812  (torch's own convention)
 from torch import Tensor, nn
 
+from privml._exceptions import ConfigError
 from privml.models._layers import (
     Conv2D,
     Dense,
@@ -35,9 +38,17 @@ class SpecModule(nn.Module):
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
+        if not isinstance(spec, ModelSpec):
+            raise ConfigError(f"SpecModule needs a ModelSpec, got {type(spec).__name__}")
         self.spec = spec
         shape = spec.input_shape
-        for layer in spec.layers:
+        for i, layer in enumerate(spec.layers):
+            name = getattr(layer, "name", None)
+            # Submodules live directly under the layer name (for "<name>.weight"), so a name
+            # like "forward" or "spec" would shadow the module's own attributes.
+            if name is not None and hasattr(self, name):
+                raise ConfigError(f"layer {i} ({type(layer).__name__} {name!r}): the name is "
+                                  "taken by torch.nn.Module; rename the layer")
             if isinstance(layer, Dense):
                 self.add_module(layer.name, nn.Linear(shape[0], layer.units))
             elif isinstance(layer, Conv2D):
@@ -64,7 +75,7 @@ class SpecModule(nn.Module):
             elif isinstance(layer, Flatten):
                 if nchw:
                     x, nchw = x.permute(0, 2, 3, 1), False
-                x = x.reshape(x.shape[0], -1)
+                x = x.flatten(1)  # unlike reshape(n, -1), fine for an empty batch
             elif isinstance(layer, ReLU):
                 x = F.relu(x)
             elif isinstance(layer, Dropout):
@@ -73,17 +84,35 @@ class SpecModule(nn.Module):
                 x = F.softmax(x, dim=1 if nchw else -1)
         return x
 
+    def _check_input(self, x: Tensor) -> None:
+        # An NCHW batch would flatten in the wrong order without any error: refuse it.
+        want = self.spec.input_shape
+        if x.dim() != len(want) + 1 or tuple(x.shape[1:]) != want:
+            raise ConfigError(f"input of shape {tuple(x.shape)} does not fit the model's "
+                              f"channels-last input (N, {', '.join(map(str, want))})")
+
     def forward(self, x: Tensor) -> Tensor:
         """The whole stack, a trailing Softmax included."""
+        self._check_input(x)
         return self._run(x, len(self.spec.layers))
 
     def logits(self, x: Tensor) -> Tensor:
         """Every layer but a trailing Softmax: what a cross-entropy loss wants."""
+        self._check_input(x)
         return self._run(x, self._logit_layers)
+
+    def extra_repr(self) -> str:
+        return f"input_shape={self.spec.input_shape}, layers={len(self.spec.layers)}"
 
 
 def build_torch(spec: ModelSpec, *, seed: int = 0) -> SpecModule:
     """A freshly initialised module (torch's default init, seeded; global RNG untouched)."""
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        raise ConfigError(f"seed must be an integer, got {seed!r}") from None
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be in [0, 2**63), got {seed}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return SpecModule(spec)
