@@ -47,7 +47,7 @@ unit: setup
 test: lint typecheck unit
 
 bench: setup
-	$(PY) bench/sim_digits.py
+	$(PY) bench/sim_vs_flower.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .hypothesis
