@@ -243,3 +243,12 @@ def test_invariants_under_any_event_sequence(seq: list[tuple[object, float]]) ->
         assert set(m.accepted) <= set(m.sampled)
         assert m.round <= 4
     assert aggregated == sorted(set(aggregated))  # each round aggregated at most once, in order
+
+
+def test_resume_from_a_later_round() -> None:
+    cfg = RoundConfig(num_rounds=5, clients_per_round=2)
+    m = RoundMachine(cfg, rng=np.random.default_rng(0), first_round=4)
+    out = [a for c in ("a", "b") for a in m.handle(ClientAvailable(c), 0.0)]
+    assert {a.round for a in out if isinstance(a, SendTask)} == {4}
+    with pytest.raises(ConfigError):
+        RoundMachine(cfg, rng=np.random.default_rng(0), first_round=6)

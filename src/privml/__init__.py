@@ -9,6 +9,8 @@ from privml._exceptions import (
     PeerError,
     PrivmlError,
     ProtocolError,
+    ReplayError,
+    RequestError,
     UnknownClientError,
 )
 
@@ -23,6 +25,8 @@ __all__ = [
     "PeerError",
     "PrivmlError",
     "ProtocolError",
+    "ReplayError",
+    "RequestError",
     "UnknownClientError",
     "__version__",
 ]

@@ -10,10 +10,15 @@ server can answer the first with a 4xx and treat the second as its own bug or co
     ├── DataError              a dataset file is missing, truncated, corrupt or malformed
     └── PeerError              something a remote peer sent was refused
         ├── ParamsError        parameter bytes fail to decode or to match the expected spec
+        ├── RequestError       a malformed request: bad header, too large, bad credentials
         └── ProtocolError      a protocol event that the current state does not allow
             ├── LateUpdateError       an update for a round that is closed or not current
             ├── DuplicateUpdateError  a second update from the same client in one round
+            ├── ReplayError           an update id that was seen before
             └── UnknownClientError    an update from a client not sampled for the round
+
+Every :class:`PeerError` carries a short machine-readable ``code`` and the HTTP status a
+server answers it with, so the wire error body is ``{"error": code, "detail": str(exc)}``.
 
 Checks raise; they never return a bool to be forgotten.
 """
@@ -29,6 +34,8 @@ __all__ = [
     "PeerError",
     "PrivmlError",
     "ProtocolError",
+    "ReplayError",
+    "RequestError",
     "UnknownClientError",
 ]
 
@@ -48,22 +55,55 @@ class DataError(PrivmlError):
 class PeerError(PrivmlError):
     """Something a remote peer sent was refused; the local state is unchanged."""
 
+    code: str = "bad_request"
+    status: int = 400
+
+    def __init__(self, detail: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(detail)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
 
 class ParamsError(PeerError):
     """Parameter bytes failed to decode, or do not match the expected spec."""
+
+    code = "invalid_params"
+    status = 422
+
+
+class RequestError(PeerError):
+    """A malformed request: a bad header, a body too large, missing or bad credentials."""
 
 
 class ProtocolError(PeerError):
     """A protocol event that the current state does not allow."""
 
+    code = "protocol_error"
+    status = 409
+
 
 class LateUpdateError(ProtocolError):
     """An update for a round that is already closed, or not the current one."""
+
+    code = "late_update"
 
 
 class DuplicateUpdateError(ProtocolError):
     """A second update from the same client within one round."""
 
+    code = "duplicate_update"
+
+
+class ReplayError(ProtocolError):
+    """An update id that was already seen (a replayed request)."""
+
+    code = "replay"
+
 
 class UnknownClientError(ProtocolError):
     """An update or event from a client that is not known or not sampled for this round."""
+
+    code = "not_sampled"
+    status = 403

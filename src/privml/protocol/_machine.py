@@ -22,6 +22,7 @@ from enum import Enum
 import numpy as np
 
 from privml._exceptions import (
+    ConfigError,
     DuplicateUpdateError,
     LateUpdateError,
     ProtocolError,
@@ -57,13 +58,19 @@ _Handler = Callable[["RoundMachine", Event, float], list[Action]]
 class RoundMachine:
     """Runs ``config.num_rounds`` rounds of sampling, collecting and closing."""
 
-    def __init__(self, config: RoundConfig, *, rng: np.random.Generator) -> None:
+    def __init__(self, config: RoundConfig, *, rng: np.random.Generator,
+                 first_round: int = 1) -> None:
+        """``first_round`` > 1 resumes a run whose earlier rounds are already closed."""
         if not isinstance(rng, np.random.Generator):
             raise TypeError("rng must be a numpy.random.Generator")
+        if isinstance(first_round, bool) or not isinstance(first_round, int) or \
+                not 1 <= first_round <= config.num_rounds:
+            raise ConfigError(f"first_round must be in [1, {config.num_rounds}], "
+                              f"got {first_round!r}")
         self.config = config
         self._rng = rng
         self.phase = Phase.WAITING
-        self.round = 1
+        self.round = first_round
         self.deadline = float("inf")
         self.completed = 0
         self.failed = 0

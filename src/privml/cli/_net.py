@@ -1,0 +1,56 @@
+"""``privml client``: a federated client process talking to the coordinator over mutual TLS."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from privml._exceptions import ConfigError
+from privml.cli._app import app, err, guarded, out
+
+
+@app.command("client")
+@guarded
+def client_cmd(
+    server: Annotated[str, typer.Option(help="Coordinator URL, e.g. https://127.0.0.1:8443.")],
+    ca: Annotated[Path, typer.Option(help="The federation's CA certificate (ca.pem).")],
+    cert: Annotated[Path, typer.Option(help="This client's certificate.")],
+    key: Annotated[Path, typer.Option(help="This client's private key.")],
+    dataset: Annotated[str, typer.Option(help="Local dataset: digits, fashion-mnist, csv.")]
+    = "digits",
+    data_path: Annotated[str | None, typer.Option(help="Dataset file or folder.")] = None,
+    partition: Annotated[int | None, typer.Option(help="Hold only this Dirichlet partition "
+                                                  "of the dataset (0-based).")] = None,
+    of: Annotated[int, typer.Option(help="Number of partitions.")] = 1,
+    alpha: Annotated[float, typer.Option(help="Dirichlet alpha of the partition.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Partition seed (same for every client).")] = 0,
+    verbose: Annotated[bool, typer.Option(help="Log each request.")] = False,
+) -> None:
+    """Enrol, then train locally whenever the coordinator asks, until the run ends."""
+    import numpy as np
+
+    from privml.data import ClientData, load_dataset
+    from privml.data import partition as split
+    from privml.transport.client import FederatedClient
+
+    if not server.startswith("https://"):
+        raise ConfigError("the server URL must start with https:// (plaintext is refused)")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    ds = load_dataset(dataset, seed=seed, path=data_path)
+    if partition is None:
+        data = ClientData(ds.x_train, ds.y_train, np.arange(len(ds.y_train), dtype=np.int64))
+    else:
+        if not 0 <= partition < of:
+            raise ConfigError(f"partition must be in [0, {of}), got {partition}")
+        seeds = np.random.SeedSequence(seed).spawn(1)
+        parts = split(ds.y_train, of, alpha=alpha, rng=np.random.default_rng(seeds[0]))
+        data = parts.clients(ds.x_train, ds.y_train)[partition]
+    with FederatedClient(server, ca=ca, cert=cert, key=key, data=data) as client:
+        report = client.run()
+    out.print(f"{report.client_id}: trained {len(report.rounds_trained)} rounds, "
+              f"{report.retries} retries, {len(report.refused)} refused")
+    if report.refused:
+        err.print(f"refused: {', '.join(report.refused)}")

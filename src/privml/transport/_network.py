@@ -1,0 +1,159 @@
+"""A whole federation over the network on this machine: certificates, the coordinator on
+127.0.0.1, and N real client processes, each holding only its own partition of the data."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from privml._exceptions import PrivmlError
+from privml.params import Params
+from privml.protocol import CloseRound
+
+__all__ = ["NetworkConfig", "run_network_federation"]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    clients: int = 8
+    per_round: int = 8
+    rounds: int = 30
+    alpha: float = 0.5
+    seed: int = 0
+    model: str = "mlp"
+    epochs: int = 5
+    round_timeout: float = 60.0
+
+
+@dataclass(slots=True)
+class _Tracker:
+    x_test: Any
+    y_test: Any
+    model: Any
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def on_round(self, close: CloseRound, params: Params, accepted: dict[str, Any]) -> None:
+        from privml.train import evaluate, set_params
+
+        set_params(self.model, params)
+        ev = evaluate(self.model, self.x_test, self.y_test)
+        self.history.append({"round": close.round, "outcome": close.outcome.value,
+                             "updates": len(close.accepted), "test_accuracy": ev.accuracy,
+                             "test_loss": ev.loss, "at": time.monotonic()})
+
+
+def _tls_version(host: str, port: int, ctx: ssl.SSLContext) -> str:
+    with socket.create_connection((host, port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        return str(tls.version())
+
+
+def _client_cmd(cfg: NetworkConfig, url: str, ca: Path, pair: tuple[Path, Path],
+                index: int) -> list[str]:
+    cert, key = pair
+    return [sys.executable, "-m", "privml", "client", "--server", url, "--ca", str(ca),
+            "--cert", str(cert), "--key", str(key), "--dataset", "digits",
+            "--partition", str(index), "--of", str(cfg.clients), "--alpha", str(cfg.alpha),
+            "--seed", str(cfg.seed)]
+
+
+def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = True,
+                           console: Console | None = None,
+                           timeout: float = 900.0) -> dict[str, Any]:
+    """Run the federation over mutual TLS on loopback; returns the summary."""
+    from privml.data import load_dataset
+    from privml.models import build_torch, zoo
+    from privml.train import get_params
+    from privml.transport._coordinator import Coordinator, RunConfig
+    from privml.transport._serve import ServerThread
+    from privml.transport.server import ServerState, create_device_app
+    from privml.transport.tls import (
+        Revocations,
+        client_ssl_context,
+        init_federation,
+        issue_client,
+        server_ssl_context,
+    )
+
+    t0 = time.monotonic()
+    paths = init_federation(work / "federation", force=True)
+    names = [f"client-{i}" for i in range(cfg.clients)]
+    certs = [issue_client(paths.dir, name, force=True) for name in names]
+    ds = load_dataset("digits", seed=cfg.seed)
+    spec = zoo(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
+    model = build_torch(spec, seed=cfg.seed)
+    tracker = _Tracker(ds.x_test, ds.y_test, build_torch(spec))
+    coord = Coordinator(
+        RunConfig(rounds=cfg.rounds, clients_per_round=cfg.per_round, epochs=cfg.epochs,
+                  round_timeout=cfg.round_timeout, seed=cfg.seed),
+        run_id=uuid.uuid4().hex, model_spec_json=spec.to_json(), initial=get_params(model),
+        on_round=tracker.on_round)
+    state = ServerState(coord, Revocations(paths.revoked).is_revoked)
+    server = ServerThread(create_device_app(state),
+                          ssl_context=server_ssl_context(paths, require_client_cert=True))
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with server:
+        tls = _tls_version("127.0.0.1", server.port,
+                           client_ssl_context(paths.ca_cert, cert=certs[0][0], key=certs[0][1]))
+        for i, (cert, key) in enumerate(certs):
+            with (logs / f"{names[i]}.log").open("wb") as log:
+                procs.append(subprocess.Popen(
+                    _client_cmd(cfg, server.url, paths.ca_cert, (cert, key), i),
+                    stdout=log, stderr=subprocess.STDOUT))
+        try:
+            _wait(coord, procs, cfg, progress=progress, console=console, tracker=tracker,
+                  deadline=t0 + timeout)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            codes = [p.wait(timeout=30) for p in procs]
+    final = tracker.history[-1] if tracker.history else {}
+    return {
+        "transport": "https", "tls_version": tls, "clients": cfg.clients,
+        "per_round": cfg.per_round, "rounds": len(tracker.history),
+        "rounds_completed": sum(h["outcome"] == "completed" for h in tracker.history),
+        "final_accuracy": final.get("test_accuracy", float("nan")),
+        "final_loss": final.get("test_loss", float("nan")),
+        "seconds_total": time.monotonic() - t0, "client_exit_codes": codes,
+        "security_events": len(state.security_log), "dataset": "digits", "model": cfg.model,
+        "strategy": "fedavg", "alpha": cfg.alpha, "seed": cfg.seed, "history": tracker.history,
+    }
+
+
+def _wait(coord: Any, procs: list[subprocess.Popen[bytes]], cfg: NetworkConfig, *,
+          progress: bool, console: Console | None, tracker: _Tracker, deadline: float) -> None:
+    bar = Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
+                   TextColumn("acc {task.fields[acc]:.3f}"), TimeElapsedColumn(),
+                   console=console or Console(stderr=True), disable=not progress)
+    with bar:
+        task = bar.add_task("rounds", total=cfg.rounds, acc=0.0)
+        while not coord.finished:
+            if time.monotonic() > deadline:
+                raise PrivmlError("the network federation did not finish in time")
+            if all(p.poll() is not None for p in procs):
+                raise PrivmlError("every client process exited before the run finished "
+                                  "(see the logs folder)")
+            done = len(tracker.history)
+            acc = tracker.history[-1]["test_accuracy"] if done else 0.0
+            bar.update(task, completed=done, acc=acc)
+            time.sleep(0.1)
+        bar.update(task, completed=len(tracker.history),
+                   acc=tracker.history[-1]["test_accuracy"] if tracker.history else 0.0)
+    for p in procs:  # clients see "done" on their next poll
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.terminate()

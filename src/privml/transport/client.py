@@ -1,0 +1,164 @@
+"""The Python federated client: get task → train locally → submit, over mutual TLS.
+
+Raw data never leaves the process: only the update (local - global parameters, safetensors
+bytes) is sent. Connection errors and 5xx answers are retried with exponential backoff and
+full jitter; a retried submission keeps its update id, so the server counts it once. A 4xx
+answer is final for that request (it names what was wrong) and is reported, not retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from privml import params as pm
+from privml._exceptions import PeerError, PrivmlError
+from privml.params import Params
+from privml.train import TrainConfig, TrainFn, get_params, set_params, train_local
+
+__all__ = ["ClientReport", "FederatedClient", "ServerRefusedError"]
+
+log = logging.getLogger("privml.client")
+PROTOCOL_HEADERS = {"X-Privml-Protocol": "1"}
+
+
+class ServerRefusedError(PeerError):
+    """The server answered 4xx: ``code`` is its error code."""
+
+
+@dataclass(slots=True)
+class ClientReport:
+    client_id: str = ""
+    run: str = ""
+    rounds_trained: list[int] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    retries: int = 0
+
+
+class FederatedClient:
+    """One federated client; ``data`` is its local dataset (a ``ClientData``)."""
+
+    def __init__(self, server: str, *, ca: Path, cert: Path, key: Path, data: Any,
+                 train_fn: TrainFn = train_local, max_retries: int = 8,
+                 backoff: float = 0.2, timeout: float = 60.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        from privml.transport.tls import client_ssl_context
+
+        self.data = data
+        self.train_fn = train_fn
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.sleep = sleep
+        self._rng = random.Random(secrets.randbits(64))  # jitter only; no secrets from it
+        self.http = httpx.Client(base_url=server.rstrip("/"), headers=PROTOCOL_HEADERS,
+                                 verify=client_ssl_context(ca, cert=cert, key=key),
+                                 timeout=timeout)
+        self._etag = ""
+        self._params: Params = {}
+        self._model: Any = None
+        self.report = ClientReport()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> FederatedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- HTTP with retries --------------------------------------------------------------
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        for attempt in range(self.max_retries + 1):
+            try:
+                resp = self.http.request(method, path, **kw)
+            except httpx.TransportError as exc:
+                if attempt == self.max_retries:
+                    raise
+                log.info("%s %s: %s; retrying", method, path, type(exc).__name__)
+            else:
+                if resp.status_code < 500:
+                    if resp.status_code >= 400:
+                        raise _refusal(resp)
+                    return resp
+                if attempt == self.max_retries:
+                    raise _refusal(resp)
+            self.report.retries += 1
+            # Full jitter (AWS architecture blog): spreads a thundering herd of retries.
+            self.sleep(self._rng.uniform(0, self.backoff * 2**attempt))
+        raise AssertionError("unreachable")
+
+    # ---- the loop -----------------------------------------------------------------------
+    def _fetch_model(self) -> None:
+        headers = {"If-None-Match": f'"{self._etag}"'} if self._etag else {}
+        resp = self._request("GET", "/v1/model", headers=headers)
+        if resp.status_code == 304:
+            return
+        from privml.models import ModelSpec, build_torch
+
+        meta = pm.metadata(resp.content)
+        spec = ModelSpec.from_json(meta["model_spec"])
+        if self._model is None or getattr(self._model, "spec", None) != spec:
+            self._model = build_torch(spec)
+        self._params = pm.decode(resp.content)
+        self._etag = resp.headers.get("etag", "").strip('"')
+
+    def _train(self, task: dict[str, Any]) -> None:
+        self._fetch_model()
+        set_params(self._model, self._params)
+        opts = task.get("train", {})
+        cfg = TrainConfig(epochs=int(opts.get("epochs", 1)),
+                          batch_size=int(opts.get("batch_size", 32)),
+                          lr=float(opts.get("lr", 0.05)), momentum=float(opts.get("momentum", 0)),
+                          prox_mu=float(opts.get("prox_mu", 0.0)))
+        seed = int(np.random.SeedSequence(
+            [int(task["round"]), *self.report.client_id.encode()]).generate_state(1)[0])
+        result = self.train_fn(self._model, self.data, cfg, seed, self._params)
+        delta = pm.subtract(get_params(self._model), self._params)
+        body = pm.encode(delta)
+        headers = {"X-Privml-Run": task["run"], "X-Privml-Round": str(task["round"]),
+                   "X-Privml-Update-Id": secrets.token_urlsafe(16),
+                   "X-Privml-Examples": str(result.num_examples),
+                   "X-Privml-Metrics": json.dumps({"train_loss": result.loss}),
+                   "Content-Type": "application/octet-stream"}
+        try:
+            self._request("POST", "/v1/update", content=body, headers=headers)
+            self.report.rounds_trained.append(int(task["round"]))
+        except ServerRefusedError as exc:  # e.g. the round closed while we trained: carry on
+            self.report.refused.append(exc.code)
+            log.warning("update for round %s refused: %s", task["round"], exc)
+
+    def run(self, *, max_seconds: float = 3600.0) -> ClientReport:
+        """Enrol, then train whenever asked, until the run is done."""
+        info = self._request("POST", "/v1/enrol").json()
+        self.report.client_id, self.report.run = info["client_id"], info["run"]
+        deadline = time.monotonic() + max_seconds
+        while time.monotonic() < deadline:
+            task = self._request("GET", "/v1/task").json()
+            if task["action"] == "done":
+                return self.report
+            if task["action"] == "train":
+                self._train(task)
+            else:
+                self.sleep(float(task.get("retry_after", 0.5)))
+        raise PrivmlError(f"the run did not finish within {max_seconds} s")
+
+
+def _refusal(resp: httpx.Response) -> ServerRefusedError:
+    try:
+        body = resp.json()
+        code, detail = str(body.get("error", "http_error")), str(body.get("detail", ""))
+    except (ValueError, AttributeError):
+        code, detail = "http_error", resp.text[:200]
+    return ServerRefusedError(f"server answered {resp.status_code} {code}: {detail}", code=code,
+                         status=resp.status_code)

@@ -1,0 +1,188 @@
+"""The HTTPS coordinator: FastAPI behind uvicorn, TLS 1.3 only, mutual TLS on the device port.
+
+Each request is turned into one call on the :class:`Coordinator` (which owns every check and
+every state change) and every refusal into ``{"error": code, "detail": ...}`` with a 4xx
+status, recorded in the security log. The client's identity is the CN of the certificate
+the TLS layer verified (passed up by :mod:`privml.transport._uvicorn_tls`); a revoked
+certificate is refused with 403 ``cert_revoked`` before anything else is looked at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from privml._exceptions import PeerError, ProtocolError, RequestError
+from privml.transport._coordinator import Coordinator, UpdateMeta
+
+__all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app"]
+
+PROTOCOL_VERSION = 1
+SUPPORTED = {"min": 1, "max": 1}
+HEADER_PROTOCOL = "x-privml-protocol"
+log = logging.getLogger("privml.server")
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    at: float
+    client: str
+    path: str
+    code: str
+    detail: str
+
+
+@dataclass(slots=True)
+class ServerState:
+    """What the app shares between requests (one event loop: no locks needed)."""
+
+    coordinator: Coordinator
+    is_revoked: Callable[[str], bool]
+    max_body: int = 64 * 1024 * 1024
+    tick_seconds: float = 0.2
+    security_log: list[SecurityEvent] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status)
+
+
+def _peer_identity(request: Request) -> tuple[str, str]:
+    """(client id, certificate fingerprint) of the verified client certificate."""
+    from privml.transport.tls import cert_fingerprint, client_id_of
+
+    tls = request.scope.get("extensions", {}).get("tls", {})
+    der = tls.get("client_cert_der")
+    if not der:
+        raise RequestError("no verified client certificate", code="no_client_cert", status=401)
+    return client_id_of(der), cert_fingerprint(der)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RequestError(f"body of {declared} bytes exceeds the limit {limit}",
+                           code="too_large", status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"body exceeds the limit {limit}", code="too_large", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _meta(request: Request) -> UpdateMeta:
+    h = request.headers
+    try:
+        metrics = json.loads(h.get("x-privml-metrics", "{}"))
+        if not isinstance(metrics, dict) or not all(
+                isinstance(v, int | float) for v in metrics.values()):
+            raise ValueError("metrics must be an object of numbers")
+        return UpdateMeta(run=h["x-privml-run"], round=int(h["x-privml-round"]),
+                          update_id=h["x-privml-update-id"],
+                          num_examples=int(h["x-privml-examples"]),
+                          metrics={str(k): float(v) for k, v in metrics.items()})
+    except KeyError as exc:
+        raise RequestError(f"missing header {exc.args[0]}", code="bad_metadata") from None
+    except ValueError as exc:
+        raise RequestError(f"bad update metadata: {exc}", code="bad_metadata") from None
+
+
+def create_device_app(state: ServerState) -> FastAPI:
+    """The device-port application (mutual TLS; Python clients)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ticker = asyncio.create_task(_tick_forever(state))
+        try:
+            yield
+        finally:
+            ticker.cancel()
+
+    app = FastAPI(title="privml coordinator (device port)", version=str(PROTOCOL_VERSION),
+                  lifespan=lifespan)
+    coord = state.coordinator
+
+    @app.middleware("http")
+    async def guard(request: Request,
+                    call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        client = "?"
+        try:
+            if request.url.path in ("/openapi.json", "/docs"):
+                return await call_next(request)
+            version = request.headers.get(HEADER_PROTOCOL)
+            if version != str(PROTOCOL_VERSION):
+                raise RequestError(f"protocol version {version!r} not supported",
+                                   code="protocol_version", status=426)
+            client, fingerprint = _peer_identity(request)
+            if state.is_revoked(fingerprint):
+                raise RequestError(f"certificate of {client!r} is revoked",
+                                   code="cert_revoked", status=403)
+            request.state.client = client
+            return await call_next(request)
+        except PeerError as exc:
+            return _refuse(state, request, client, exc)
+
+    @app.post("/v1/enrol")
+    async def enrol(request: Request) -> dict[str, Any]:
+        coord.enrol(request.state.client, time.monotonic())
+        return {"client_id": request.state.client, "run": coord.run_id}
+
+    @app.get("/v1/task")
+    async def task(request: Request) -> dict[str, Any]:
+        return coord.task(request.state.client, time.monotonic())
+
+    @app.get("/v1/model")
+    async def model(request: Request) -> Response:
+        etag = f'"{coord.etag}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(coord.model_bytes, media_type="application/octet-stream",
+                        headers={"ETag": etag})
+
+    @app.post("/v1/update")
+    async def update(request: Request) -> Response:
+        client = request.state.client
+        try:
+            body = await _read_body(request, state.max_body)
+            result = coord.submit(client, _meta(request), body, time.monotonic())
+        except PeerError as exc:
+            return _refuse(state, request, client, exc)
+        if coord.finished:
+            state.done.set()
+        return JSONResponse(result)
+
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        return coord.status()
+
+    return app
+
+
+def _refuse(state: ServerState, request: Request, client: str, exc: PeerError) -> JSONResponse:
+    event = SecurityEvent(time.time(), client, request.url.path, exc.code, str(exc))
+    state.security_log.append(event)
+    log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, exc.code)
+    extra = {"supported": SUPPORTED} if exc.code == "protocol_version" else {}
+    status = exc.status if isinstance(exc, PeerError) else ProtocolError.status
+    return _error(status, exc.code, str(exc), **extra)
+
+
+async def _tick_forever(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(state.tick_seconds)
+        state.coordinator.tick(time.monotonic())
+        if state.coordinator.finished:
+            state.done.set()

@@ -1,0 +1,149 @@
+"""The coordinator core behind the HTTPS server: every refusal has its code and changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from privml import params as pm
+from privml._exceptions import (
+    DuplicateUpdateError,
+    LateUpdateError,
+    ParamsError,
+    PeerError,
+    ProtocolError,
+    ReplayError,
+    UnknownClientError,
+)
+from privml.transport._coordinator import Coordinator, RunConfig, UpdateMeta
+
+SPEC = {"w": (3, 2), "b": (2,)}
+
+
+def initial() -> pm.Params:
+    return {k: np.zeros(s, np.float32) for k, s in SPEC.items()}
+
+
+def delta(value: float) -> pm.Params:
+    return {k: np.full(s, value, np.float32) for k, s in SPEC.items()}
+
+
+def make(**kw: object) -> Coordinator:
+    cfg = RunConfig(**{"rounds": 2, "clients_per_round": 2, "round_timeout": 10.0, **kw})
+    c = Coordinator(cfg, run_id="run-1", model_spec_json="{}", initial=initial())
+    for name in ("alice", "bob", "carol"):
+        c.enrol(name, 0.0)
+    return c
+
+
+def sampled(c: Coordinator) -> list[str]:
+    return [n for n in ("alice", "bob", "carol") if c.task(n, 0.0)["action"] == "train"]
+
+
+def meta(round_: int = 1, uid: str = "update-0001", n: int = 10, run: str = "run-1") -> UpdateMeta:
+    return UpdateMeta(run=run, round=round_, update_id=uid, num_examples=n)
+
+
+def snapshot(c: Coordinator) -> tuple[object, ...]:
+    return (c.etag, list(c._accepted), dict(c._seen_ids), c.machine.round,
+            c.machine.accepted, c.machine.phase)
+
+
+def test_round_aggregates_example_weighted() -> None:
+    c = make()
+    a, b = sampled(c)
+    etag0 = c.etag
+    c.submit(a, meta(uid="aaaaaaaa1", n=10), pm.encode(delta(1.0)), 1.0)
+    c.submit(b, meta(uid="bbbbbbbb1", n=30), pm.encode(delta(2.0)), 1.0)
+    assert c.etag != etag0
+    np.testing.assert_allclose(c.params["w"], 1.75)
+    assert c.history[-1].accepted == (a, b)
+    assert c.task(a, 2.0)["action"] in ("train", "wait")
+
+
+def test_retry_with_same_id_and_body_is_idempotent() -> None:
+    c = make()
+    a, _ = sampled(c)
+    body = pm.encode(delta(1.0))
+    first = c.submit(a, meta(uid="retry-0001"), body, 1.0)
+    again = c.submit(a, meta(uid="retry-0001"), body, 1.1)
+    assert first["duplicate"] is False and again["duplicate"] is True
+    assert list(c._accepted) == [a]
+
+
+BAD = [
+    ("wrong shape", lambda a: (a, meta(), pm.encode({"w": np.zeros((2, 3), np.float32),
+                                                     "b": np.zeros(2, np.float32)})),
+     ParamsError, "invalid_params"),
+    ("missing tensor", lambda a: (a, meta(), pm.encode({"w": np.zeros((3, 2), np.float32)})),
+     ParamsError, "invalid_params"),
+    ("garbage", lambda a: (a, meta(), b"\x00" * 100), ParamsError, "invalid_params"),
+    ("wrong run", lambda a: (a, meta(run="other"), pm.encode(delta(1))), ProtocolError,
+     "wrong_run"),
+    ("future round", lambda a: (a, meta(round_=2), pm.encode(delta(1))), ProtocolError,
+     "protocol_error"),
+    ("not sampled", None, UnknownClientError, "not_sampled"),
+]
+
+
+@pytest.mark.parametrize("label, make_req, exc, code", BAD, ids=[b[0] for b in BAD])
+def test_bad_updates_refused_and_change_nothing(label, make_req, exc, code) -> None:  # type: ignore[no-untyped-def]
+    c = make()
+    a, b = sampled(c)
+    if make_req is None:
+        outsider = next(n for n in ("alice", "bob", "carol") if n not in (a, b))
+        req = (outsider, meta(), pm.encode(delta(1)))
+    else:
+        req = make_req(a)
+    before = snapshot(c)
+    with pytest.raises(exc) as info:
+        c.submit(*req, 1.0)
+    assert info.value.code == code and isinstance(info.value, PeerError)
+    assert snapshot(c) == before
+    # and the round still aggregates exactly as it would have without the bad request
+    c.submit(a, meta(uid="good-a-0001"), pm.encode(delta(1.0)), 2.0)
+    c.submit(b, meta(uid="good-b-0001"), pm.encode(delta(3.0)), 2.0)
+    np.testing.assert_allclose(c.params["b"], 2.0)
+
+
+def test_nan_too_large_norm_duplicate_replay_late() -> None:
+    c = make(norm_bound=1.0, max_update_bytes=2048)
+    a, b = sampled(c)
+    nan = delta(0.1)
+    nan["w"][0, 0] = np.nan
+    from safetensors.numpy import save
+
+    raw = save(nan, metadata={"format": "privml.params", "version": "1",
+                              "order": '["w", "b"]'})
+    with pytest.raises(ParamsError, match="NaN"):
+        c.submit(a, meta(), raw, 1.0)
+    with pytest.raises(ParamsError) as big:
+        c.submit(a, meta(), b"x" * 4096, 1.0)
+    assert big.value.code == "too_large" and big.value.status == 413
+    with pytest.raises(ParamsError) as norm:
+        c.submit(a, meta(), pm.encode(delta(5.0)), 1.0)
+    assert norm.value.code == "norm_exceeded"
+    c.submit(a, meta(uid="first-0001"), pm.encode(delta(0.1)), 1.0)
+    with pytest.raises(DuplicateUpdateError):
+        c.submit(a, meta(uid="second-0001"), pm.encode(delta(0.1)), 1.0)
+    with pytest.raises(ReplayError):
+        c.submit(b, meta(uid="first-0001"), pm.encode(delta(0.2)), 1.0)
+    c.tick(11.0)  # deadline: round 1 closes with alice only
+    assert c.history[-1].accepted == (a,)
+    with pytest.raises(LateUpdateError):
+        c.submit(b, meta(uid="late-0001"), pm.encode(delta(0.1)), 12.0)
+
+
+def test_bad_metadata_refused() -> None:
+    with pytest.raises(ProtocolError):
+        UpdateMeta(run="r", round=1, update_id="short", num_examples=1)
+    with pytest.raises(ProtocolError):
+        UpdateMeta(run="r", round=1, update_id="long-enough-id", num_examples=0)
+
+
+def test_finishes() -> None:
+    c = make(rounds=1)
+    a, b = sampled(c)
+    c.submit(a, meta(uid="aaaaaaaa1"), pm.encode(delta(1.0)), 1.0)
+    c.submit(b, meta(uid="bbbbbbbb1"), pm.encode(delta(1.0)), 1.0)
+    assert c.finished and c.task(a, 2.0)["action"] == "done"
