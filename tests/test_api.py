@@ -10,7 +10,7 @@ import pytest
 import privml
 
 PACKAGES = ["privml", "privml.params", "privml.protocol", "privml.strategies", "privml.data",
-            "privml.models", "privml.train", "privml.sim", "privml.cli"]
+            "privml.models", "privml.train", "privml.sim", "privml.cli", "privml.transport"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

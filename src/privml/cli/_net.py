@@ -28,9 +28,12 @@ def client_cmd(
     alpha: Annotated[float, typer.Option(help="Dirichlet alpha of the partition.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Partition seed (same for every client).")] = 0,
     verbose: Annotated[bool, typer.Option(help="Log each request.")] = False,
+    threads: Annotated[int, typer.Option(help="Torch threads (small models train fastest "
+                                         "on one; many clients share few cores).")] = 1,
 ) -> None:
     """Enrol, then train locally whenever the coordinator asks, until the run ends."""
     import numpy as np
+    import torch
 
     from privml.data import ClientData, load_dataset
     from privml.data import partition as split
@@ -39,6 +42,9 @@ def client_cmd(
     if not server.startswith("https://"):
         raise ConfigError("the server URL must start with https:// (plaintext is refused)")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
     ds = load_dataset(dataset, seed=seed, path=data_path)
     if partition is None:
         data = ClientData(ds.x_train, ds.y_train, np.arange(len(ds.y_train), dtype=np.int64))

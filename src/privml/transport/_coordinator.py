@@ -151,7 +151,7 @@ class Coordinator:
             return {"action": "done", "run": self.run_id}
         task = self._tasks.get(client_id)
         if task is None or client_id in self._accepted:
-            return {"action": "wait", "run": self.run_id, "retry_after": 0.5}
+            return {"action": "wait", "run": self.run_id, "retry_after": 0.2}
         return {"action": "train", "run": self.run_id, "round": task.round,
                 "deadline_in": max(0.0, task.deadline - now), "model_etag": self.etag,
                 "train": self.config.train_options()}
