@@ -16,7 +16,7 @@ was. Nothing here does I/O: the caller passes the clock (``now``) into each call
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 
 import numpy as np
@@ -59,8 +59,14 @@ class RoundMachine:
     """Runs ``config.num_rounds`` rounds of sampling, collecting and closing."""
 
     def __init__(self, config: RoundConfig, *, rng: np.random.Generator,
-                 first_round: int = 1) -> None:
-        """``first_round`` > 1 resumes a run whose earlier rounds are already closed."""
+                 first_round: int = 1,
+                 round_rng: Callable[[int], np.random.Generator] | None = None) -> None:
+        """``first_round`` > 1 resumes a run whose earlier rounds are already closed.
+
+        ``round_rng``, when given, makes the generator each round samples from (called with
+        the round number) instead of ``rng``: a run resumed at round *r* then samples exactly
+        what the uninterrupted run would have, since no round depends on earlier draws.
+        """
         if not isinstance(rng, np.random.Generator):
             raise TypeError("rng must be a numpy.random.Generator")
         if isinstance(first_round, bool) or not isinstance(first_round, int) or \
@@ -69,6 +75,7 @@ class RoundMachine:
                               f"got {first_round!r}")
         self.config = config
         self._rng = rng
+        self._round_rng = round_rng
         self.phase = Phase.WAITING
         self.round = first_round
         self.deadline = float("inf")
@@ -171,13 +178,36 @@ class RoundMachine:
         k = self.config.sample_size(len(pool))
         if len(pool) < max(k, self.config.min_clients):
             return []
-        picks = self._rng.choice(len(pool), size=k, replace=False)
+        rng = self._rng if self._round_rng is None else self._round_rng(self.round)
+        picks = rng.choice(len(pool), size=k, replace=False)
         self._sampled = tuple(pool[i] for i in sorted(int(j) for j in picks))
         self._accepted = {}
         self._dropped = {}
         self.deadline = now + self.config.round_timeout
         self.phase = Phase.TRAINING
         return [SendTask(cid, self.round, self.deadline) for cid in self._sampled]
+
+    def restore_round(self, sampled: Sequence[str], accepted: Mapping[str, int],
+                      now: float) -> list[Action]:
+        """Reopen the current round, interrupted by a crash, with its persisted sample.
+
+        Only a fresh machine (waiting, nothing sampled) can be restored. ``accepted`` (client
+        -> num_examples, in arrival order) are the updates already kept; the round then needs
+        only the rest of ``sampled`` and gets a fresh deadline from ``now``.
+        """
+        if self.phase is not Phase.WAITING or self._sampled:
+            raise ProtocolError(f"cannot restore a round when {self.phase.value}")
+        if not sampled or len(set(sampled)) != len(sampled) or \
+                not set(accepted) <= set(sampled):
+            raise ConfigError("restored sample must be distinct and contain every accepted id")
+        self._sampled = tuple(sampled)
+        self._accepted = dict(accepted)
+        self._dropped = {}
+        self.deadline = now + self.config.round_timeout
+        self.phase = Phase.TRAINING
+        if not self.pending:  # the crash fell between the last update and the close
+            return self._close(now, reason="every sampled client answered or dropped")
+        return [SendTask(cid, self.round, self.deadline) for cid in self.pending]
 
     def _close(self, now: float, *, reason: str) -> list[Action]:
         accepted = tuple(self._accepted)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,22 +101,26 @@ class RunStore:
         self.close()
 
     def add(self, result: SimResult, *, kind: str = "sim") -> int:
-        """Record a finished run; returns its id."""
-        s = result.summary()
-        cfg = result.config
+        """Record a finished simulation; returns its id."""
+        return self.add_summary(result.summary(), kind=kind)
+
+    def add_summary(self, s: Mapping[str, Any], *, kind: str) -> int:
+        """Record a finished run from its JSON summary (``privml sim``/``demo --json``)."""
         with self._db:
             cur = self._db.execute(
                 "INSERT INTO runs (started_at, kind, dataset, model, strategy, clients, rounds,"
                 " final_accuracy, final_loss, seconds_total, seconds_per_round, config)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (datetime.now(UTC).isoformat(timespec="seconds"), kind, cfg.dataset, cfg.model,
-                 cfg.strategy, cfg.clients, s["rounds"], s["final_accuracy"], s["final_loss"],
-                 s["seconds_total"], s["seconds_per_round"], json.dumps(cfg.to_dict())))
+                (datetime.now(UTC).isoformat(timespec="seconds"), kind, s["dataset"],
+                 s["model"], s["strategy"], s["clients"], s["rounds"], s["final_accuracy"],
+                 s["final_loss"], s["seconds_total"], s["seconds_per_round"],
+                 json.dumps(s.get("config", {}))))
             run_id = int(cur.lastrowid or 0)
             self._db.executemany(
                 "INSERT INTO rounds VALUES (?,?,?,?,?,?,?,?,?)",
-                [(run_id, r.round, r.outcome, r.updates, r.dropped, r.train_loss, r.test_loss,
-                  r.test_accuracy, r.seconds) for r in result.history])
+                [(run_id, r["round"], r["outcome"], r["updates"], r["dropped"],
+                  r["train_loss"], r["test_loss"], r["test_accuracy"], r["seconds"])
+                 for r in s.get("history", [])])
         return run_id
 
     def runs(self, *, limit: int = 20) -> list[RunRow]:

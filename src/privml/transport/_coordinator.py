@@ -4,6 +4,15 @@ This is the HTTPS server's core, kept free of sockets so it is tested directly: 
 turns each request into one call here (``enrol``, ``task``, ``submit``, ``tick``) and each
 :class:`~privml.PeerError` raised into a 4xx answer. Every check runs before any state
 changes, so a refused request leaves the run exactly as it was. The clock is an argument.
+
+With a :class:`~privml.transport._store.CoordinatorStore` every state change is written
+before it is answered (see that module), and :meth:`Coordinator.resume` rebuilds the run
+after a crash: the model and server state of the last closed round, every update id seen,
+and the interrupted round with its sample and the updates it had already accepted. Each
+round samples from a generator seeded by ``(seed, round)``, so a resumed run samples the
+clients the uninterrupted one would have. If a round-close write fails, the in-memory run
+has moved past the disk, so the coordinator refuses everything after it: the operator
+resumes from the store, which is consistent.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from privml import params as pm
-from privml._exceptions import ConfigError, ParamsError, ProtocolError, ReplayError
+from privml._exceptions import ConfigError, DataError, ParamsError, ProtocolError, ReplayError
 from privml.params import Params
 from privml.protocol import (
     Action,
@@ -26,6 +35,7 @@ from privml.protocol import (
     ClientAvailable,
     CloseRound,
     Finished,
+    Outcome,
     Phase,
     RoundConfig,
     RoundMachine,
@@ -34,6 +44,7 @@ from privml.protocol import (
     UpdateReceived,
 )
 from privml.strategies import ClientUpdate, ServerState, make_strategy
+from privml.transport._store import ClosedRound, CoordinatorStore, StoredState, StoredUpdate
 
 __all__ = ["Coordinator", "RunConfig", "UpdateMeta"]
 
@@ -111,7 +122,8 @@ class Coordinator:
 
     def __init__(self, config: RunConfig, *, run_id: str, model_spec_json: str,
                  initial: Params, first_round: int = 1,
-                 on_round: RoundListener | None = None) -> None:
+                 on_round: RoundListener | None = None,
+                 store: CoordinatorStore | None = None) -> None:
         self.config = config
         self.run_id = run_id
         self.model_spec_json = model_spec_json
@@ -122,13 +134,55 @@ class Coordinator:
             RoundConfig(num_rounds=config.rounds, clients_per_round=config.clients_per_round,
                         min_updates=config.min_updates, round_timeout=config.round_timeout),
             rng=np.random.default_rng(np.random.SeedSequence([config.seed, first_round])),
-            first_round=first_round)
+            first_round=first_round, round_rng=self._round_rng)
         self.on_round = on_round
         self.history: list[CloseRound] = []
         self._tasks: dict[str, SendTask] = {}
         self._accepted: dict[str, _Accepted] = {}
         self._seen_ids: dict[str, tuple[str, str]] = {}  # update id -> (client, body sha256)
         self._set_params(initial)
+        self._store = store
+        self._recorded_round = 0  # the last round whose start (sample) is on disk
+        self._restore: tuple[tuple[str, ...], dict[str, int]] | None = None
+        self._broken: Exception | None = None
+        if store is not None:
+            store.create_run(run_id, config=config.to_dict(), model_spec_json=model_spec_json,
+                             model=self.model_bytes, etag=self.etag)
+
+    def _round_rng(self, round_: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.config.seed, round_]))
+
+    @classmethod
+    def resume(cls, store: CoordinatorStore, run_id: str, *,
+               on_round: RoundListener | None = None) -> Coordinator:
+        """Rebuild run ``run_id`` from ``store`` after a crash; clients must re-enrol."""
+        run = store.run(run_id)
+        config = RunConfig(**run.config)
+        rounds = store.rounds(run_id)
+        closed = [r for r in rounds if r.outcome != "open"]
+        last = closed[-1].round if closed else 0
+        model_bytes, etag = store.model(run_id, last)
+        c = cls(config, run_id=run_id, model_spec_json=run.model_spec_json,
+                initial=pm.decode(model_bytes), first_round=min(last + 1, config.rounds),
+                on_round=on_round)
+        # The stored bytes, not a re-encoding: clients hold this etag, and the safetensors
+        # header need not serialise identically twice.
+        c.model_bytes, c.etag = model_bytes, etag
+        c.state = _server_state(store.server_state(run_id, last))
+        c.history = [CloseRound(r.round, Outcome(r.outcome), r.accepted, r.dropped,
+                                r.timed_out, r.reason) for r in closed]
+        c.machine.completed = sum(r.outcome == Outcome.COMPLETED.value for r in closed)
+        c.machine.failed = len(closed) - c.machine.completed
+        c._recorded_round = last
+        updates = store.updates(run_id)
+        c._seen_ids = {u.update_id: (u.client_id, u.body_sha256) for u in updates}
+        if last >= config.rounds:
+            c.machine.phase = Phase.FINISHED
+        elif rounds and rounds[-1].outcome == "open":
+            _reload_open_round(c, rounds[-1].round, rounds[-1].sampled,
+                               [u for u in updates if u.round == rounds[-1].round])
+        c._store = store
+        return c
 
     # ---- the global model -------------------------------------------------------------
     def _set_params(self, params: Params) -> None:
@@ -143,10 +197,14 @@ class Coordinator:
 
     # ---- requests ---------------------------------------------------------------------
     def enrol(self, client_id: str, now: float) -> None:
+        self._ready(now)
+        if self._store is not None:
+            self._store.record_enrolment(self.run_id, client_id)
         self._apply(self.machine.handle(ClientAvailable(client_id), now))
 
     def task(self, client_id: str, now: float) -> dict[str, Any]:
         """What ``client_id`` should do now: train, wait or stop."""
+        self._ready(now)
         if self.finished:
             return {"action": "done", "run": self.run_id}
         task = self._tasks.get(client_id)
@@ -158,7 +216,12 @@ class Coordinator:
 
     def submit(self, client_id: str, meta: UpdateMeta, body: bytes,
                now: float) -> dict[str, Any]:
-        """Check and accept one update; raises a PeerError (state unchanged) if refused."""
+        """Check and accept one update; raises a PeerError (state unchanged) if refused.
+
+        With a store, the update is written before anything changes here; a failed write
+        raises :class:`~privml.DataError` and the update does not count.
+        """
+        self._ready(now)
         digest = hashlib.sha256(body).hexdigest()
         if meta.run != self.run_id:
             raise ProtocolError(f"run {meta.run!r} is not the current run", code="wrong_run")
@@ -177,7 +240,11 @@ class Coordinator:
             if norm > self.config.norm_bound:
                 raise ParamsError(f"update norm {norm:.4g} exceeds the bound "
                                   f"{self.config.norm_bound:.4g}", code="norm_exceeded")
-        # Every check passed: from here on the update is accepted.
+        # Every check passed: the update is accepted once it is on disk.
+        if self._store is not None:
+            self._store.add_update(self.run_id, StoredUpdate(
+                meta.round, client_id, meta.update_id, meta.num_examples, digest,
+                dict(meta.metrics), body))
         self._seen_ids[meta.update_id] = (client_id, digest)
         self._accepted[client_id] = _Accepted(meta.update_id, digest,
                                               ClientUpdate(delta, meta.num_examples),
@@ -187,9 +254,21 @@ class Coordinator:
         return {"accepted": True, "duplicate": False, "round": meta.round}
 
     def tick(self, now: float) -> None:
+        self._ready(now)
         self._apply(self.machine.handle(Tick(), now))
 
+    def _ready(self, now: float) -> None:
+        """Refuse work after a lost round-close write; reopen a restored round on first use."""
+        if self._broken is not None:
+            raise DataError(f"run {self.run_id!r} stopped after a failed write "
+                            f"({self._broken}); resume it from the store")
+        if self._restore is not None:
+            sampled, accepted = self._restore
+            self._restore = None  # the deadline counts from the first request after restart
+            self._apply(self.machine.restore_round(sampled, accepted, now))
+
     def _apply(self, actions: list[Action]) -> None:
+        closed: tuple[CloseRound, dict[str, _Accepted]] | None = None
         for action in actions:
             if isinstance(action, SendTask):
                 self._tasks[action.client_id] = action
@@ -199,13 +278,37 @@ class Coordinator:
                 self._set_params(new)
             elif isinstance(action, CloseRound):
                 self.history.append(action)
-                if self.on_round is not None:
-                    self.on_round(action, self.params, dict(self._accepted))
+                closed = (action, self._accepted)
                 self._accepted = {}
                 self._tasks = {t.client_id: t for t in self._tasks.values()
                                if t.round > action.round}
             elif isinstance(action, Finished):
                 self._tasks = {}
+        self._persist(actions, None if closed is None else closed[0])
+        # Listeners hear of a round only once it is durable.
+        if closed is not None and self.on_round is not None:
+            self.on_round(closed[0], self.params, dict(closed[1]))
+
+    def _persist(self, actions: list[Action], close: CloseRound | None) -> None:
+        starts = [a.round for a in actions
+                  if isinstance(a, SendTask) and a.round > self._recorded_round]
+        if self._store is None or (close is None and not starts):
+            return
+        sample = self.machine.sampled if starts else None
+        try:
+            if close is not None:
+                self._store.close_round(self.run_id, ClosedRound(
+                    close.round, close.outcome.value, close.accepted, close.dropped,
+                    close.timed_out, close.reason, self.model_bytes, self.etag,
+                    _stored_state(self.state), self.finished, sample))
+            elif sample is not None:
+                self._store.start_round(self.run_id, starts[0], sample)
+        except Exception as exc:
+            # Memory is past the disk now; only a resume from the store is consistent.
+            self._broken = exc
+            raise
+        if starts:
+            self._recorded_round = starts[0]
 
     def status(self) -> dict[str, Any]:
         return {
@@ -215,3 +318,29 @@ class Coordinator:
             "sampled": len(self.machine.sampled), "accepted": len(self._accepted),
             "model_etag": self.etag,
         }
+
+
+def _reload_open_round(c: Coordinator, round_: int, sampled: tuple[str, ...],
+                       updates: list[StoredUpdate]) -> None:
+    """Put the interrupted round's accepted updates back; it reopens on the first request."""
+    if round_ != c.machine.round:
+        raise DataError(f"run {c.run_id!r}: open round {round_} follows no closed round")
+    for u in updates:
+        if u.delta is None:
+            raise DataError(f"run {c.run_id!r}: update {u.update_id!r} lost its delta")
+        c._accepted[u.client_id] = _Accepted(
+            u.update_id, u.body_sha256,
+            ClientUpdate(pm.decode(u.delta, c.spec), u.num_examples), dict(u.metrics))
+    c._restore = (sampled, {u.client_id: u.num_examples for u in updates})
+    c._recorded_round = round_
+
+
+def _stored_state(state: ServerState) -> StoredState:
+    return StoredState(state.step, pm.encode(state.m) if state.m else None,
+                       pm.encode(state.v) if state.v else None)
+
+
+def _server_state(stored: StoredState) -> ServerState:
+    return ServerState(stored.step,
+                       pm.decode(stored.m) if stored.m is not None else {},
+                       pm.decode(stored.v) if stored.v is not None else {})

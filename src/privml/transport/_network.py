@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import ssl
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -37,19 +39,27 @@ class NetworkConfig:
 
 @dataclass(slots=True)
 class _Tracker:
+    """Evaluates each new global model on the held-out test set (simulator-style figures)."""
+
     x_test: Any
     y_test: Any
     model: Any
     history: list[dict[str, Any]] = field(default_factory=list)
+    last: float = field(default_factory=time.monotonic)
 
     def on_round(self, close: CloseRound, params: Params, accepted: dict[str, Any]) -> None:
         from privml.train import evaluate, set_params
 
         set_params(self.model, params)
         ev = evaluate(self.model, self.x_test, self.y_test)
-        self.history.append({"round": close.round, "outcome": close.outcome.value,
-                             "updates": len(close.accepted), "test_accuracy": ev.accuracy,
-                             "test_loss": ev.loss, "at": time.monotonic()})
+        losses = [a.metrics.get("train_loss", math.nan) for a in accepted.values()]
+        now = time.monotonic()
+        self.history.append({
+            "round": close.round, "outcome": close.outcome.value,
+            "updates": len(close.accepted), "dropped": len(close.dropped) + len(close.timed_out),
+            "train_loss": float(np.mean(losses)) if losses else math.nan,
+            "test_loss": ev.loss, "test_accuracy": ev.accuracy, "seconds": now - self.last})
+        self.last = now
 
 
 def _tls_version(host: str, port: int, ctx: ssl.SSLContext) -> str:
@@ -121,15 +131,24 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
                     p.terminate()
             codes = [p.wait(timeout=30) for p in procs]
     final = tracker.history[-1] if tracker.history else {}
+    model_file = work / "model.safetensors"
+    from privml.models import save_model
+
+    save_model(model_file, spec, coord.params)
+    n = len(tracker.history)
     return {
         "transport": "https", "tls_version": tls, "clients": cfg.clients,
-        "per_round": cfg.per_round, "rounds": len(tracker.history),
+        "per_round": cfg.per_round, "rounds": n,
         "rounds_completed": sum(h["outcome"] == "completed" for h in tracker.history),
-        "final_accuracy": final.get("test_accuracy", float("nan")),
-        "final_loss": final.get("test_loss", float("nan")),
-        "seconds_total": time.monotonic() - t0, "client_exit_codes": codes,
-        "security_events": len(state.security_log), "dataset": "digits", "model": cfg.model,
-        "strategy": "fedavg", "alpha": cfg.alpha, "seed": cfg.seed, "history": tracker.history,
+        "final_accuracy": final.get("test_accuracy", math.nan),
+        "final_loss": final.get("test_loss", math.nan),
+        "best_accuracy": max((h["test_accuracy"] for h in tracker.history), default=math.nan),
+        "seconds_total": time.monotonic() - t0,
+        "seconds_per_round": sum(h["seconds"] for h in tracker.history) / n if n else 0.0,
+        "client_exit_codes": codes, "security_events": len(state.security_log),
+        "dataset": "digits", "model": cfg.model, "strategy": "fedavg", "alpha": cfg.alpha,
+        "seed": cfg.seed, "config": asdict(cfg), "model_file": str(model_file),
+        "history": tracker.history,
     }
 
 

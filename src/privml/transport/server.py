@@ -5,6 +5,11 @@ every state change) and every refusal into ``{"error": code, "detail": ...}`` wi
 status, recorded in the security log. The client's identity is the CN of the certificate
 the TLS layer verified (passed up by :mod:`privml.transport._uvicorn_tls`); a revoked
 certificate is refused with 403 ``cert_revoked`` before anything else is looked at.
+
+The web port (:mod:`privml.transport._webapp`) shares this :class:`ServerState` from its own
+uvicorn thread, so every call on the coordinator holds ``state.lock``. Each port refuses the
+other's credentials: a bearer token sent here is answered ``wrong_port`` (a token must never
+be mistaken for, or leaked alongside, a device's certificate).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +30,7 @@ from fastapi.responses import JSONResponse
 from privml._exceptions import PeerError, ProtocolError, RequestError
 from privml.transport._coordinator import Coordinator, UpdateMeta
 
-__all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app"]
+__all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app", "refuse"]
 
 PROTOCOL_VERSION = 1
 SUPPORTED = {"min": 1, "max": 1}
@@ -43,7 +49,12 @@ class SecurityEvent:
 
 @dataclass(slots=True)
 class ServerState:
-    """What the app shares between requests (one event loop: no locks needed)."""
+    """What the apps share between requests.
+
+    The device and web apps run in two uvicorn threads: ``lock`` serialises calls on the
+    coordinator (each is short and synchronous). ``stop_requested`` is a threading.Event,
+    not an asyncio one, because the web thread sets it and the runner's thread waits on it.
+    """
 
     coordinator: Coordinator
     is_revoked: Callable[[str], bool]
@@ -51,6 +62,8 @@ class ServerState:
     tick_seconds: float = 0.2
     security_log: list[SecurityEvent] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop_requested: threading.Event = field(default_factory=threading.Event)
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -126,6 +139,10 @@ def create_device_app(state: ServerState) -> FastAPI:
             if version != str(PROTOCOL_VERSION):
                 raise RequestError(f"protocol version {version!r} not supported",
                                    code="protocol_version", status=426)
+            if "authorization" in request.headers:
+                raise RequestError("the device port authenticates by client certificate; "
+                                   "bearer tokens belong on the web port",
+                                   code="wrong_port", status=400)
             client, fingerprint = _peer_identity(request)
             if state.is_revoked(fingerprint):
                 raise RequestError(f"certificate of {client!r} is revoked",
@@ -133,23 +150,26 @@ def create_device_app(state: ServerState) -> FastAPI:
             request.state.client = client
             return await call_next(request)
         except PeerError as exc:
-            return _refuse(state, request, client, exc)
+            return refuse(state, request, client, exc)
 
     @app.post("/v1/enrol")
     async def enrol(request: Request) -> dict[str, Any]:
-        coord.enrol(request.state.client, time.monotonic())
+        with state.lock:
+            coord.enrol(request.state.client, time.monotonic())
         return {"client_id": request.state.client, "run": coord.run_id}
 
     @app.get("/v1/task")
     async def task(request: Request) -> dict[str, Any]:
-        return coord.task(request.state.client, time.monotonic())
+        with state.lock:
+            return coord.task(request.state.client, time.monotonic())
 
     @app.get("/v1/model")
     async def model(request: Request) -> Response:
-        etag = f'"{coord.etag}"'
+        with state.lock:  # the etag and the bytes must come from the same model
+            etag, body = f'"{coord.etag}"', coord.model_bytes
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
-        return Response(coord.model_bytes, media_type="application/octet-stream",
+        return Response(body, media_type="application/octet-stream",
                         headers={"ETag": etag})
 
     @app.post("/v1/update")
@@ -157,21 +177,24 @@ def create_device_app(state: ServerState) -> FastAPI:
         client = request.state.client
         try:
             body = await _read_body(request, state.max_body)
-            result = coord.submit(client, _meta(request), body, time.monotonic())
+            with state.lock:
+                result = coord.submit(client, _meta(request), body, time.monotonic())
         except PeerError as exc:
-            return _refuse(state, request, client, exc)
+            return refuse(state, request, client, exc)
         if coord.finished:
             state.done.set()
         return JSONResponse(result)
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
-        return coord.status()
+        with state.lock:
+            return coord.status()
 
     return app
 
 
-def _refuse(state: ServerState, request: Request, client: str, exc: PeerError) -> JSONResponse:
+def refuse(state: ServerState, request: Request, client: str, exc: PeerError) -> JSONResponse:
+    """Answer a refusal with its code and status, and record it in the security log."""
     event = SecurityEvent(time.time(), client, request.url.path, exc.code, str(exc))
     state.security_log.append(event)
     log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, exc.code)
@@ -183,6 +206,7 @@ def _refuse(state: ServerState, request: Request, client: str, exc: PeerError) -
 async def _tick_forever(state: ServerState) -> None:
     while True:
         await asyncio.sleep(state.tick_seconds)
-        state.coordinator.tick(time.monotonic())
+        with state.lock:
+            state.coordinator.tick(time.monotonic())
         if state.coordinator.finished:
             state.done.set()
