@@ -67,12 +67,11 @@ async def privml_client(url: str, ctx: Any, body: bytes, rounds: int, times: lis
         (await h.post("/v1/enrol", headers=HDR)).raise_for_status()
         done: set[int] = set()
         while True:
-            task = (await h.get("/v1/task", headers=HDR)).json()
+            task = (await h.get("/v1/task", headers=HDR, params={"wait": 10})).json()
             if task["action"] == "done":
                 return
             if task["action"] == "wait" or task["round"] in done:
-                await asyncio.sleep(0.05)
-                continue
+                continue  # the server long-polls: ask again at once
             headers = {**HDR, "X-Privml-Run": task["run"], "X-Privml-Round": str(task["round"]),
                        "X-Privml-Update-Id": secrets.token_urlsafe(12),
                        "X-Privml-Examples": "1", "Content-Type": "application/octet-stream"}

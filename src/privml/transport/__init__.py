@@ -11,7 +11,9 @@
 from privml.transport._coordinator import Coordinator, RunConfig, UpdateMeta
 from privml.transport._network import NetworkConfig, run_network_federation
 from privml.transport._serve import ServerThread
+from privml.transport._tokens import TokenStore
 from privml.transport._uvicorn_tls import TLSH11Protocol, make_uvicorn_config
+from privml.transport._webapp import create_web_app
 from privml.transport.client import ClientReport, FederatedClient, ServerRefusedError
 from privml.transport.server import ServerState, create_device_app
 from privml.transport.tls import (
@@ -41,11 +43,13 @@ __all__ = [
     "ServerState",
     "ServerThread",
     "TLSH11Protocol",
+    "TokenStore",
     "UpdateMeta",
     "cert_fingerprint",
     "client_id_of",
     "client_ssl_context",
     "create_device_app",
+    "create_web_app",
     "init_federation",
     "issue_client",
     "list_clients",

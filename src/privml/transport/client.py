@@ -51,7 +51,7 @@ class FederatedClient:
     def __init__(self, server: str, *, ca: Path, cert: Path, key: Path, data: Any,
                  train_fn: TrainFn = train_local, max_retries: int = 8,
                  backoff: float = 0.2, timeout: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, long_poll: float = 10.0) -> None:
         from privml.transport.tls import client_ssl_context
 
         self.data = data
@@ -59,6 +59,7 @@ class FederatedClient:
         self.max_retries = max_retries
         self.backoff = backoff
         self.sleep = sleep
+        self.long_poll = long_poll
         self._rng = random.Random(secrets.randbits(64))  # jitter only; no secrets from it
         self.http = httpx.Client(base_url=server.rstrip("/"), headers=PROTOCOL_HEADERS,
                                  verify=client_ssl_context(ca, cert=cert, key=key),
@@ -144,7 +145,7 @@ class FederatedClient:
         self.report.client_id, self.report.run = info["client_id"], info["run"]
         deadline = time.monotonic() + max_seconds
         while time.monotonic() < deadline:
-            task = self._request("GET", "/v1/task").json()
+            task = self._request("GET", "/v1/task", params={"wait": self.long_poll}).json()
             if task["action"] == "done":
                 return self.report
             if task["action"] == "train":

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ from privml.transport._coordinator import Coordinator, UpdateMeta
 __all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app", "refuse"]
 
 PROTOCOL_VERSION = 1
+MAX_WAIT = 30.0  # longest long-poll of /v1/task, seconds
+LONG_POLL_STEP = 0.01
 SUPPORTED = {"min": 1, "max": 1}
 HEADER_PROTOCOL = "x-privml-protocol"
 log = logging.getLogger("privml.server")
@@ -60,7 +63,10 @@ class ServerState:
     is_revoked: Callable[[str], bool]
     max_body: int = 64 * 1024 * 1024
     tick_seconds: float = 0.2
-    security_log: list[SecurityEvent] = field(default_factory=list)
+    # Bounded: the web port is open to anyone, and a flood of refused requests must not
+    # grow memory without limit. ``refusals`` keeps the true count.
+    security_log: deque[SecurityEvent] = field(default_factory=lambda: deque(maxlen=10_000))
+    refusals: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_requested: threading.Event = field(default_factory=threading.Event)
@@ -159,9 +165,18 @@ def create_device_app(state: ServerState) -> FastAPI:
         return {"client_id": request.state.client, "run": coord.run_id}
 
     @app.get("/v1/task")
-    async def task(request: Request) -> dict[str, Any]:
-        with state.lock:
-            return coord.task(request.state.client, time.monotonic())
+    async def task(request: Request, wait: float = 0.0) -> dict[str, Any]:
+        """What to do now. ``wait`` (seconds, at most 30) long-polls: the answer comes as
+        soon as there is something other than "wait", so clients need not poll."""
+        until = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+        while True:
+            with state.lock:
+                answer = coord.task(request.state.client, time.monotonic())
+            if answer["action"] != "wait" or time.monotonic() >= until:
+                return answer
+            # Server-side polling of in-memory state: cheap, and the two ports run in
+            # separate event loops, so a cross-loop notification would cost more than it saves.
+            await asyncio.sleep(LONG_POLL_STEP)
 
     @app.get("/v1/model")
     async def model(request: Request) -> Response:
@@ -196,7 +211,9 @@ def create_device_app(state: ServerState) -> FastAPI:
 def refuse(state: ServerState, request: Request, client: str, exc: PeerError) -> JSONResponse:
     """Answer a refusal with its code and status, and record it in the security log."""
     event = SecurityEvent(time.time(), client, request.url.path, exc.code, str(exc))
-    state.security_log.append(event)
+    with state.lock:  # both ports' threads log here
+        state.security_log.append(event)
+        state.refusals += 1
     log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, exc.code)
     extra = {"supported": SUPPORTED} if exc.code == "protocol_version" else {}
     status = exc.status if isinstance(exc, PeerError) else ProtocolError.status
