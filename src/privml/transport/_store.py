@@ -78,6 +78,10 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+def _names(column: str) -> tuple[str, ...]:
+    return tuple(str(x) for x in json.loads(column))
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -156,7 +160,11 @@ class CoordinatorStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise DataError(f"coordinator database {self.path} is unreadable: {exc}") from exc
+        except DataError:
+            self._db.close()
+            raise
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -165,6 +173,8 @@ class CoordinatorStore:
                             f"than this privml ({SCHEMA_VERSION}); upgrade privml")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self._tx() as db:
+                # One statement at a time: executescript() would commit mid-migration.
+                # (So migrations must not contain ';' inside a statement, e.g. triggers.)
                 for statement in _MIGRATIONS[target].split(";"):
                     if statement.strip():
                         db.execute(statement)
@@ -181,7 +191,8 @@ class CoordinatorStore:
             yield self._db
             self._db.execute("COMMIT")
         except BaseException as exc:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back already (e.g. I/O error)
+                self._db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise DataError(f"coordinator database {self.path}: write failed: {exc}") \
                     from exc
@@ -289,8 +300,8 @@ class CoordinatorStore:
         rows = self._db.execute(
             "SELECT round, outcome, sampled, accepted, dropped, timed_out, reason, model_etag"
             " FROM rounds WHERE run_id = ? ORDER BY round", (run_id,)).fetchall()
-        return [RoundRecord(r[0], r[1], *(tuple(json.loads(x)) for x in r[2:6]), r[6], r[7])
-                for r in rows]
+        return [RoundRecord(r[0], r[1], _names(r[2]), _names(r[3]), _names(r[4]),
+                            _names(r[5]), r[6], r[7]) for r in rows]
 
     def updates(self, run_id: str, *, round_: int | None = None) -> list[StoredUpdate]:
         """Accepted updates in arrival order (of one round if ``round_`` is given)."""
