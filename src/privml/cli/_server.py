@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from privml.models import ModelSpec
     from privml.transport._coordinator import Coordinator
     from privml.transport._serve import ServerThread
+    from privml.transport._store import CoordinatorStore
     from privml.transport._tokens import TokenStore
     from privml.transport.tls import FederationPaths
 
@@ -127,8 +128,8 @@ def _federation(dir: Path, *, insecure_dev: bool, host: str, tmp_dir: Path) -> F
     return paths
 
 
-def _coordinator(*, model: str, dataset: str, seed: int,
-                 run: dict[str, Any]) -> tuple[Coordinator, ModelSpec]:
+def _coordinator(*, model: str, dataset: str, seed: int, run: dict[str, Any],
+                 store: CoordinatorStore) -> tuple[Coordinator, ModelSpec]:
     from privml.data import load_dataset
     from privml.models import build_torch, zoo
     from privml.train import get_params
@@ -138,8 +139,24 @@ def _coordinator(*, model: str, dataset: str, seed: int,
     spec = zoo(model, input_shape=ds.input_shape, num_classes=ds.num_classes)
     coord = Coordinator(RunConfig(seed=seed, **run), run_id=uuid.uuid4().hex,
                         model_spec_json=spec.to_json(),
-                        initial=get_params(build_torch(spec, seed=seed)))
+                        initial=get_params(build_torch(spec, seed=seed)), store=store)
     return coord, spec
+
+
+def _resume(store: CoordinatorStore, run_id: str) -> tuple[Coordinator, ModelSpec]:
+    """The run to continue: ``run_id``, or with "latest" the newest unfinished one."""
+    from privml.models import ModelSpec
+    from privml.transport._coordinator import Coordinator
+
+    if run_id == "latest":
+        running = [r for r in store.run_ids() if store.run(r).status == "running"]
+        if not running:
+            raise ConfigError(f"no unfinished run to resume in {store.path}")
+        run_id = running[-1]
+    elif run_id not in store.run_ids():
+        raise ConfigError(f"no run {run_id!r} in {store.path}")
+    coord = Coordinator.resume(store, run_id)
+    return coord, ModelSpec.from_json(coord.model_spec_json)
 
 
 def _bind(app_: Any, ctx: Any, host: str, port: int, name: str) -> ServerThread:
@@ -234,6 +251,9 @@ def server_cmd(
     insecure_dev: Annotated[bool, typer.Option(
         "--insecure-dev", help="Without certificates: a throwaway self-signed federation, "
         "loopback only. Never in production.")] = False,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue a run after a crash from DIR/server.db: a run id, or 'latest'.")]
+    = None,
 ) -> None:
     """Run the coordinator until the run finishes, an admin stops it, or Ctrl-C."""
     if not federation.is_dir():
@@ -244,11 +264,21 @@ def server_cmd(
     with tempfile.TemporaryDirectory(prefix="privml-dev-") as tmp_name:
         paths = _federation(federation, insecure_dev=insecure_dev, host=host,
                             tmp_dir=Path(tmp_name))
-        coord, spec = _coordinator(
-            model=model, dataset=dataset, seed=seed,
-            run={"rounds": rounds, "clients_per_round": clients_per_round,
-                 "min_updates": min_updates, "round_timeout": round_timeout,
-                 "strategy": strategy, "epochs": epochs})
+        from privml.transport._store import CoordinatorStore
+
+        # Every accepted update and closed round is in DIR/server.db before it is answered,
+        # so `--resume` continues a killed server without losing or double-counting one.
+        store = CoordinatorStore(federation / "server.db")
+        if resume is not None:
+            coord, spec = _resume(store, resume)
+            out.print(f"resuming run {coord.run_id} at round {coord.machine.round}",
+                      highlight=False)
+        else:
+            coord, spec = _coordinator(
+                model=model, dataset=dataset, seed=seed, store=store,
+                run={"rounds": rounds, "clients_per_round": clients_per_round,
+                     "min_updates": min_updates, "round_timeout": round_timeout,
+                     "strategy": strategy, "epochs": epochs})
         # SIGTERM ends the run like Ctrl-C: the model so far is still written.
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:

@@ -192,6 +192,11 @@ class Coordinator:
         self.etag = hashlib.sha256(self.model_bytes).hexdigest()
 
     @property
+    def store(self) -> CoordinatorStore | None:
+        """Where this run is persisted, if anywhere."""
+        return self._store
+
+    @property
     def finished(self) -> bool:
         return self.machine.phase is Phase.FINISHED
 
@@ -203,11 +208,17 @@ class Coordinator:
         self._apply(self.machine.handle(ClientAvailable(client_id), now))
 
     def task(self, client_id: str, now: float) -> dict[str, Any]:
-        """What ``client_id`` should do now: train, wait or stop."""
+        """What ``client_id`` should do now: train, wait, stop, or enrol (again).
+
+        "enrol" goes to a client the run does not count as available — after a coordinator
+        restart (availability is not persisted) or after it was dropped — so it comes back.
+        """
         self._ready(now)
         if self.finished:
             return {"action": "done", "run": self.run_id}
         task = self._tasks.get(client_id)
+        if task is None and client_id not in self.machine.available:
+            return {"action": "enrol", "run": self.run_id}
         if task is None or client_id in self._accepted:
             return {"action": "wait", "run": self.run_id, "retry_after": 0.2}
         return {"action": "train", "run": self.run_id, "round": task.round,

@@ -150,6 +150,8 @@ class FederatedClient:
                 return self.report
             if task["action"] == "train":
                 self._train(task)
+            elif task["action"] == "enrol":  # e.g. the coordinator restarted
+                self._request("POST", "/v1/enrol")
             else:
                 self.sleep(float(task.get("retry_after", 0.5)))
         raise PrivmlError(f"the run did not finish within {max_seconds} s")

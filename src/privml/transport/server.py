@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from privml._exceptions import PeerError, ProtocolError, RequestError
+from privml._exceptions import DataError, PeerError, ProtocolError, RequestError
 from privml.transport._coordinator import Coordinator, UpdateMeta
 
 __all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app", "refuse"]
@@ -189,16 +189,7 @@ def create_device_app(state: ServerState) -> FastAPI:
 
     @app.post("/v1/update")
     async def update(request: Request) -> Response:
-        client = request.state.client
-        try:
-            body = await _read_body(request, state.max_body)
-            with state.lock:
-                result = coord.submit(client, _meta(request), body, time.monotonic())
-        except PeerError as exc:
-            return refuse(state, request, client, exc)
-        if coord.finished:
-            state.done.set()
-        return JSONResponse(result)
+        return await _submit(state, request)
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
@@ -208,12 +199,33 @@ def create_device_app(state: ServerState) -> FastAPI:
     return app
 
 
+async def _submit(state: ServerState, request: Request) -> Response:
+    client = request.state.client
+    coord = state.coordinator
+    try:
+        body = await _read_body(request, state.max_body)
+        with state.lock:
+            result = coord.submit(client, _meta(request), body, time.monotonic())
+    except PeerError as exc:
+        return refuse(state, request, client, exc)
+    except DataError as exc:  # the store failed: nothing was counted, a retry may work
+        log.error("update from %s not stored: %s", client, exc)
+        return _error(503, "storage_unavailable", "the update could not be stored; retry later")
+    if coord.finished:
+        state.done.set()
+    return JSONResponse(result)
+
+
 def refuse(state: ServerState, request: Request, client: str, exc: PeerError) -> JSONResponse:
     """Answer a refusal with its code and status, and record it in the security log."""
     event = SecurityEvent(time.time(), client, request.url.path, exc.code, str(exc))
     with state.lock:  # both ports' threads log here
         state.security_log.append(event)
         state.refusals += 1
+        store = state.coordinator.store
+        if store is not None:  # the persistent security log
+            store.record_refusal(client, request.url.path, exc.code, str(exc),
+                                 run_id=state.coordinator.run_id)
     log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, exc.code)
     extra = {"supported": SUPPORTED} if exc.code == "protocol_version" else {}
     status = exc.status if isinstance(exc, PeerError) else ProtocolError.status
@@ -223,7 +235,13 @@ def refuse(state: ServerState, request: Request, client: str, exc: PeerError) ->
 async def _tick_forever(state: ServerState) -> None:
     while True:
         await asyncio.sleep(state.tick_seconds)
-        with state.lock:
-            state.coordinator.tick(time.monotonic())
+        try:
+            with state.lock:
+                state.coordinator.tick(time.monotonic())
+        except DataError as exc:
+            # The store failed mid-close: the run must be resumed from disk; stop serving it.
+            log.error("coordinator stopped: %s", exc)
+            state.stop_requested.set()
+            return
         if state.coordinator.finished:
             state.done.set()
