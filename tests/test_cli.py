@@ -30,6 +30,8 @@ def test_demo_over_mtls_reaches_target_and_writes_plot(demo_run: DemoRun) -> Non
     assert s["transport"] == "https" and s["tls_version"] == "TLSv1.3"
     assert s["clients"] == 8 and s["rounds"] == 30 and s["rounds_completed"] == 30
     assert s["client_exit_codes"] == [0] * 8 and s["security_events"] == 0
+    # federated evaluation: clients score each global model on their own held-out 20 %
+    assert s["federated_examples"] > 200 and s["federated_accuracy"] > 0.85  # type: ignore[operator]
     assert s["alpha"] == 0.5 and s["strategy"] == "fedavg" and s["dataset"] == "digits"
     assert s["seconds_per_round"] > 0  # type: ignore[operator]
     png = demo_run.out / "accuracy.png"

@@ -147,3 +147,17 @@ def test_finishes() -> None:
     c.submit(a, meta(uid="aaaaaaaa1"), pm.encode(delta(1.0)), 1.0)
     c.submit(b, meta(uid="bbbbbbbb1"), pm.encode(delta(1.0)), 1.0)
     assert c.finished and c.task(a, 2.0)["action"] == "done"
+
+
+def test_federated_evaluation_is_example_weighted() -> None:
+    from privml.transport._coordinator import federated_evaluation
+
+    c = make(rounds=1)
+    a, b = sampled(c)
+    seen: list[dict[str, float]] = []
+    c.on_round = lambda close, params, acc: seen.append(federated_evaluation(acc))
+    for name, uid, acc, n in ((a, "aaaaaaaa1", 0.5, 10.0), (b, "bbbbbbbb1", 1.0, 30.0)):
+        m = UpdateMeta(run="run-1", round=1, update_id=uid, num_examples=5,
+                       metrics={"eval_accuracy": acc, "eval_loss": 1.0, "eval_examples": n})
+        c.submit(name, m, pm.encode(delta(0.0)), 1.0)
+    assert seen == [{"eval_examples": 40.0, "eval_loss": 1.0, "eval_accuracy": 0.875}]

@@ -189,3 +189,24 @@ def test_federation_over_mtls_and_a_silent_client(fed: Fed) -> None:
     assert timed_out  # carol enrolled first, so round 1 sampled her
     for close in timed_out:
         assert close.timed_out == ("carol",)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Privml-Protocol: 1\r\n\r\n",
+    b"POST /v1/update HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd",
+])
+def test_plain_http_gets_no_application_data(fed: Fed, request_bytes: bytes) -> None:
+    """Plaintext to the TLS port: the answer, if any, is a TLS alert, never HTTP or JSON."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", fed.server.port), timeout=10) as s:
+        s.sendall(request_bytes)
+        received = b""
+        try:
+            while chunk := s.recv(4096):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert b"HTTP/" not in received and b"{" not in received
+    assert received == b"" or received[0] == 0x15  # nothing, or a TLS alert record
+    assert fed.state.coordinator.status()["available"] == 0

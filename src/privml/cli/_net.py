@@ -27,6 +27,8 @@ def client_cmd(
     of: Annotated[int, typer.Option(help="Number of partitions.")] = 1,
     alpha: Annotated[float, typer.Option(help="Dirichlet alpha of the partition.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Partition seed (same for every client).")] = 0,
+    holdout: Annotated[float, typer.Option(help="Share of the local data kept out of "
+                                           "training to evaluate each global model.")] = 0.2,
     verbose: Annotated[bool, typer.Option(help="Log each request.")] = False,
     threads: Annotated[int, typer.Option(help="Torch threads (small models train fastest "
                                          "on one; many clients share few cores).")] = 1,
@@ -54,7 +56,15 @@ def client_cmd(
         seeds = np.random.SeedSequence(seed).spawn(1)
         parts = split(ds.y_train, of, alpha=alpha, rng=np.random.default_rng(seeds[0]))
         data = parts.clients(ds.x_train, ds.y_train)[partition]
-    with FederatedClient(server, ca=ca, cert=cert, key=key, data=data) as client:
+    if not 0 <= holdout < 1:
+        raise ConfigError(f"holdout must be in [0, 1), got {holdout}")
+    # A seeded split of this client's own rows: evaluation data never trains.
+    order = np.random.default_rng(seed).permutation(data.indices)
+    n_eval = round(holdout * len(order))
+    evaluation = ClientData(data.x, data.y, np.sort(order[:n_eval]))
+    data = ClientData(data.x, data.y, np.sort(order[n_eval:]))
+    with FederatedClient(server, ca=ca, cert=cert, key=key, data=data,
+                         eval_data=evaluation) as client:
         report = client.run()
     out.print(f"{report.client_id}: trained {len(report.rounds_trained)} rounds, "
               f"{report.retries} retries, {len(report.refused)} refused")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -131,7 +132,8 @@ def demo_cmd(
     out.print(f"[bold]privml demo[/]: coordinator on 127.0.0.1 over mutual TLS, {cfg.clients} "
               f"client processes on digits (Dirichlet alpha {cfg.alpha}), {cfg.rounds} rounds")
     summary = run_network_federation(cfg, out_dir, progress=progress)
-    history = [RoundRecord(**h) for h in summary["history"]]
+    names = [f.name for f in fields(RoundRecord)]
+    history = [RoundRecord(**{k: h[k] for k in names}) for h in summary["history"]]
     summary["plot"] = str(plot_history(history, out_dir / "accuracy.png",
                                        title="privml demo: 8 clients over mutual TLS, FedAvg"))
     with RunStore(db) as store:
@@ -141,6 +143,9 @@ def demo_cmd(
     out.print(summary_table(summary, "privml demo over HTTPS (mutual TLS)"))
     out.print(f"transport: {summary['transport']} ({summary['tls_version']}), "
               f"security events: {summary['security_events']}")
+    out.print(f"federated evaluation (clients' held-out data, last round's global model): "
+              f"{summary['federated_accuracy']:.4f} on {summary['federated_examples']:.0f} "
+              "examples", highlight=False)
     for key in ("plot", "model_file"):
         out.print(f"{key.replace('_', ' ')}: {summary[key]}")
     _verdict(float(summary["final_accuracy"]))

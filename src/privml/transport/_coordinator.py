@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from privml.protocol import (
 from privml.strategies import ClientUpdate, ServerState, make_strategy
 from privml.transport._store import ClosedRound, CoordinatorStore, StoredState, StoredUpdate
 
-__all__ = ["Coordinator", "RunConfig", "UpdateMeta"]
+__all__ = ["Coordinator", "RunConfig", "UpdateMeta", "federated_evaluation"]
 
 _UPDATE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
@@ -115,6 +115,20 @@ class _Accepted:
 
 
 RoundListener = Callable[[CloseRound, Params, dict[str, _Accepted]], None]
+
+
+def federated_evaluation(accepted: Mapping[str, _Accepted]) -> dict[str, float]:
+    """Example-weighted ``eval_loss`` / ``eval_accuracy`` that clients measured on their own
+    held-out data, for the global model they received this round (a coordinator holds no
+    test set). Empty when no client reported an evaluation."""
+    rows = [a.metrics for a in accepted.values()
+            if a.metrics.get("eval_examples", 0) > 0 and "eval_accuracy" in a.metrics]
+    total = sum(m["eval_examples"] for m in rows)
+    if not rows or total <= 0:
+        return {}
+    return {"eval_examples": total,
+            "eval_loss": sum(m.get("eval_loss", 0.0) * m["eval_examples"] for m in rows) / total,
+            "eval_accuracy": sum(m["eval_accuracy"] * m["eval_examples"] for m in rows) / total}
 
 
 class Coordinator:

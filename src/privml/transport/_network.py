@@ -52,13 +52,19 @@ class _Tracker:
 
         set_params(self.model, params)
         ev = evaluate(self.model, self.x_test, self.y_test)
+        from privml.transport._coordinator import federated_evaluation
+
         losses = [a.metrics.get("train_loss", math.nan) for a in accepted.values()]
+        fed = federated_evaluation(accepted)
         now = time.monotonic()
         self.history.append({
             "round": close.round, "outcome": close.outcome.value,
             "updates": len(close.accepted), "dropped": len(close.dropped) + len(close.timed_out),
             "train_loss": float(np.mean(losses)) if losses else math.nan,
-            "test_loss": ev.loss, "test_accuracy": ev.accuracy, "seconds": now - self.last})
+            "test_loss": ev.loss, "test_accuracy": ev.accuracy, "seconds": now - self.last,
+            "federated_accuracy": fed.get("eval_accuracy", math.nan),
+            "federated_loss": fed.get("eval_loss", math.nan),
+            "federated_examples": fed.get("eval_examples", 0.0)})
         self.last = now
 
 
@@ -143,6 +149,9 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
         "final_accuracy": final.get("test_accuracy", math.nan),
         "final_loss": final.get("test_loss", math.nan),
         "best_accuracy": max((h["test_accuracy"] for h in tracker.history), default=math.nan),
+        # Clients' own held-out data, for the global model they received in the last round.
+        "federated_accuracy": final.get("federated_accuracy", math.nan),
+        "federated_examples": final.get("federated_examples", 0.0),
         "seconds_total": time.monotonic() - t0,
         "seconds_per_round": sum(h["seconds"] for h in tracker.history) / n if n else 0.0,
         "client_exit_codes": codes, "security_events": len(state.security_log),

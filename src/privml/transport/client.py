@@ -49,12 +49,14 @@ class FederatedClient:
     """One federated client; ``data`` is its local dataset (a ``ClientData``)."""
 
     def __init__(self, server: str, *, ca: Path, cert: Path, key: Path, data: Any,
+                 eval_data: Any = None,
                  train_fn: TrainFn = train_local, max_retries: int = 8,
                  backoff: float = 0.2, timeout: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep, long_poll: float = 10.0) -> None:
         from privml.transport.tls import client_ssl_context
 
         self.data = data
+        self.eval_data = eval_data  # held-out local data: federated evaluation
         self.train_fn = train_fn
         self.max_retries = max_retries
         self.backoff = backoff
@@ -124,13 +126,15 @@ class FederatedClient:
                           prox_mu=float(opts.get("prox_mu", 0.0)))
         seed = int(np.random.SeedSequence(
             [int(task["round"]), *self.report.client_id.encode()]).generate_state(1)[0])
+        metrics = self._evaluate()  # the received global model, before local training
         result = self.train_fn(self._model, self.data, cfg, seed, self._params)
+        metrics["train_loss"] = result.loss
         delta = pm.subtract(get_params(self._model), self._params)
         body = pm.encode(delta)
         headers = {"X-Privml-Run": task["run"], "X-Privml-Round": str(task["round"]),
                    "X-Privml-Update-Id": secrets.token_urlsafe(16),
                    "X-Privml-Examples": str(result.num_examples),
-                   "X-Privml-Metrics": json.dumps({"train_loss": result.loss}),
+                   "X-Privml-Metrics": json.dumps(metrics),
                    "Content-Type": "application/octet-stream"}
         try:
             self._request("POST", "/v1/update", content=body, headers=headers)
@@ -138,6 +142,16 @@ class FederatedClient:
         except ServerRefusedError as exc:  # e.g. the round closed while we trained: carry on
             self.report.refused.append(exc.code)
             log.warning("update for round %s refused: %s", task["round"], exc)
+
+    def _evaluate(self) -> dict[str, float]:
+        if self.eval_data is None or len(self.eval_data) == 0:
+            return {}
+        from privml.train import evaluate
+
+        x, y = self.eval_data.take(slice(None))
+        ev = evaluate(self._model, x, y)
+        return {"eval_loss": ev.loss, "eval_accuracy": ev.accuracy,
+                "eval_examples": float(ev.num_examples)}
 
     def run(self, *, max_seconds: float = 3600.0) -> ClientReport:
         """Enrol, then train whenever asked, until the run is done."""
