@@ -105,3 +105,41 @@ def test_killed_server_resumes_to_the_same_model(tmp_path: Path) -> None:
         ups = store.updates(run_id)
         keys = [(u.client_id, u.round) for u in ups]
         assert len(keys) == len(set(keys)) == 2 * ROUNDS  # each counted exactly once
+
+
+@pytest.mark.timeout(300)
+def test_killed_client_process_round_closes_at_deadline_with_the_others(tmp_path: Path) -> None:
+    fed = tmp_path / "fed"
+    init_federation(fed)
+    for i in range(3):
+        issue_client(fed, f"c{i}")
+    ports = (free_port(), free_port())
+    server = subprocess.Popen(
+        [sys.executable, "-m", "privml", "server", "--federation", str(fed), "--rounds", "3",
+         "--clients-per-round", "3", "--epochs", "1", "--round-timeout", "6",
+         "--device-port", str(ports[0]), "--web-port", str(ports[1])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "200"})
+    clients: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_for(server, "device port")
+        for i in range(3):
+            cert, key = fed / "clients" / f"c{i}.pem", fed / "clients" / f"c{i}.key"
+            clients.append(subprocess.Popen(
+                [sys.executable, "-m", "privml", "client", "--server",
+                 f"https://127.0.0.1:{ports[0]}", "--ca", str(fed / "ca.pem"), "--cert",
+                 str(cert), "--key", str(key), "--partition", str(i), "--of", "3"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        first = "".join(wait_for(server, "round 1/3"))
+        assert "3 updates" in first
+        clients[2].send_signal(signal.SIGKILL)  # gone without a word, mid-run
+        rest = "".join(wait_for(server, "finished after", timeout=120))
+        # c2 may have sent its round-2 update before the kill landed; round 3 it cannot have.
+        assert "round 2/3: completed" in rest
+        assert "round 3/3: completed, 2 updates" in rest
+        assert server.wait(60) == 0
+        assert [c.wait(60) for c in clients[:2]] == [0, 0]
+    finally:
+        for p in (server, *clients):
+            if p.poll() is None:
+                p.kill()
