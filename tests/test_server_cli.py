@@ -198,9 +198,22 @@ def test_insecure_dev_server_stops_on_admin_request(tmp_path: Path, procs: list[
         stop = h.post(f"{web}/v1/admin/stop",
                       headers={**HDR, "Authorization": f"Bearer {client_token}"})
         assert stop.status_code == 403
+        bogus = "pma_" + "x" * 43  # a guessed token: refused, and never written anywhere
+        assert h.post(f"{web}/v1/admin/stop", headers={
+            **HDR, "Authorization": f"Bearer {bogus}"}).status_code == 401
         stop = h.post(f"{web}/v1/admin/stop", headers={**HDR, "Authorization": f"Bearer {admin}"})
         assert stop.status_code == 200
     server.wait_for(r"^stopped by an admin after 0 rounds; model: ")
+    # Tokens never reach a log: not the server's output, not the stored security log.
+    from privml.transport._store import CoordinatorStore
+
+    with CoordinatorStore(fed / "server.db") as store:
+        codes = {e["code"] for e in store.security_events()}
+    assert {"forbidden", "unauthorized"} <= codes  # the refusals were stored...
+    stored = b"".join(p.read_bytes() for p in fed.glob("server.db*"))  # ...without tokens
+    for token in (admin, client_token, bogus):
+        assert token not in (tmp_path / "server.log").read_text()
+        assert token.encode() not in stored
     assert server.p.wait(30) == 0
     assert (fed / "runs" / run_id / "model.safetensors").is_file()
     assert not ca.exists()  # the throwaway federation is deleted at exit
