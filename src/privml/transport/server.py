@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from privml._exceptions import DataError, PeerError, ProtocolError, RequestError
@@ -34,6 +35,24 @@ from privml.transport._coordinator import Coordinator, UpdateMeta
 __all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app", "refuse"]
 
 PROTOCOL_VERSION = 1
+# The update's metadata travels in headers and its parameters as the raw body; both are read
+# and checked by hand (to answer with privml's error codes), so they are declared here for
+# the OpenAPI schema, which clients and fuzzers read.
+_HEADER = {"in": "header", "required": True, "schema": {"type": "string"}}
+UPDATE_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {**_HEADER, "name": "X-Privml-Run", "description": "run id from the task"},
+        {**_HEADER, "name": "X-Privml-Round", "schema": {"type": "integer", "minimum": 1}},
+        {**_HEADER, "name": "X-Privml-Update-Id", "description": "8-64 of [A-Za-z0-9_-]; a "
+         "retry reuses it"},
+        {**_HEADER, "name": "X-Privml-Examples", "schema": {"type": "integer", "minimum": 1}},
+        {"in": "header", "name": "X-Privml-Metrics", "required": False,
+         "schema": {"type": "string"}, "description": "JSON object of numbers"},
+    ],
+    "requestBody": {"required": True, "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary",
+                   "description": "the update (local - global) as privml safetensors"}}}},
+}
 MAX_WAIT = 30.0  # longest long-poll of /v1/task, seconds
 LONG_POLL_STEP = 0.01
 SUPPORTED = {"min": 1, "max": 1}
@@ -134,6 +153,13 @@ def create_device_app(state: ServerState) -> FastAPI:
                   lifespan=lifespan)
     coord = state.coordinator
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 body differs from ours; every refusal has one shape.
+        err = RequestError(f"malformed request: {exc.errors()[:3]}", code="bad_request",
+                           status=422)
+        return refuse(state, request, getattr(request.state, "client", "?"), err)
+
     @app.middleware("http")
     async def guard(request: Request,
                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -187,7 +213,7 @@ def create_device_app(state: ServerState) -> FastAPI:
         return Response(body, media_type="application/octet-stream",
                         headers={"ETag": etag})
 
-    @app.post("/v1/update")
+    @app.post("/v1/update", openapi_extra=UPDATE_OPENAPI)
     async def update(request: Request) -> Response:
         return await _submit(state, request)
 
