@@ -39,7 +39,7 @@ _TLS_VERSIONS = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303, "TLSv1.1": 0x0302, "TLSv1
 
 @functools.lru_cache(maxsize=64)
 def _cipher_id(context: ssl.SSLContext, name: str) -> int | None:
-    # OpenSSL's cipher id is 0x0300XXXX where XXXX is the IANA number the ASGI spec wants.
+    # OpenSSL's cipher id is 0x0300nnnn where nnnn is the IANA number the ASGI spec wants.
     for cipher in context.get_ciphers():
         if cipher["name"] == name:
             return int(cipher["id"]) & 0xFFFF
