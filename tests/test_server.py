@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -210,3 +211,36 @@ def test_plain_http_gets_no_application_data(fed: Fed, request_bytes: bytes) -> 
     assert b"HTTP/" not in received and b"{" not in received
     assert received == b"" or received[0] == 0x15  # nothing, or a TLS alert record
     assert fed.state.coordinator.status()["available"] == 0
+
+
+def test_storage_failure_is_503_and_counts_nothing(federation_dir: FederationPaths,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from privml._exceptions import DataError
+    from privml.transport._store import CoordinatorStore
+
+    ds = load_dataset("digits", seed=0)
+    spec = zoo("logreg", input_shape=ds.input_shape, num_classes=10)
+    store = CoordinatorStore(tmp_path / "server.db")
+    coord = Coordinator(RunConfig(rounds=1, clients_per_round=1), run_id="run-store",
+                        model_spec_json=spec.to_json(), initial=get_params(build_torch(spec)),
+                        store=store)
+    state = ServerState(coord, Revocations(federation_dir.revoked).is_revoked)
+    with ServerThread(create_device_app(state), ssl_context=server_ssl_context(
+            federation_dir, require_client_cert=True)) as srv:
+        f = Fed(federation_dir, srv, state)
+
+        def disk_full(*args: object, **kw: object) -> None:
+            raise DataError("disk full")
+
+        monkeypatch.setattr(store, "add_update", disk_full)
+        with f.http("alice") as h:
+            assert h.post("/v1/enrol", headers=HDR).status_code == 200
+            r = h.post("/v1/update", content=pm.encode(pm.zeros_like(coord.params)),
+                       headers={**_update_headers(), "X-Privml-Run": "run-store"})
+            assert r.status_code == 503 and r.json()["error"] == "storage_unavailable"
+            assert coord.machine.accepted == {} and not coord.history  # nothing counted
+            coord._broken = DataError("test")  # a lost round-close write: all calls 503
+            r = h.get("/v1/task", headers=HDR)
+            assert r.status_code == 503 and r.json()["error"] == "storage_unavailable"
+    store.close()

@@ -86,7 +86,6 @@ class ServerState:
     # grow memory without limit. ``refusals`` keeps the true count.
     security_log: deque[SecurityEvent] = field(default_factory=lambda: deque(maxlen=10_000))
     refusals: int = 0
-    done: asyncio.Event = field(default_factory=asyncio.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_requested: threading.Event = field(default_factory=threading.Event)
 
@@ -152,6 +151,14 @@ def create_device_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="privml coordinator (device port)", version=str(PROTOCOL_VERSION),
                   lifespan=lifespan)
     coord = state.coordinator
+
+    @app.exception_handler(DataError)
+    async def storage_failed(request: Request, exc: DataError) -> JSONResponse:
+        # The coordinator's store failed: what was being written did not count (or the run
+        # stopped and must be resumed from disk). Not the client's fault, so not a 4xx.
+        log.error("%s %s: storage failed: %s", request.method, request.url.path, exc)
+        return _error(503, "storage_unavailable", "the coordinator could not store its "
+                      "state; retry later")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -234,11 +241,6 @@ async def _submit(state: ServerState, request: Request) -> Response:
             result = coord.submit(client, _meta(request), body, time.monotonic())
     except PeerError as exc:
         return refuse(state, request, client, exc)
-    except DataError as exc:  # the store failed: nothing was counted, a retry may work
-        log.error("update from %s not stored: %s", client, exc)
-        return _error(503, "storage_unavailable", "the update could not be stored; retry later")
-    if coord.finished:
-        state.done.set()
     return JSONResponse(result)
 
 
@@ -269,5 +271,3 @@ async def _tick_forever(state: ServerState) -> None:
             log.error("coordinator stopped: %s", exc)
             state.stop_requested.set()
             return
-        if state.coordinator.finished:
-            state.done.set()
