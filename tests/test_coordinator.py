@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,9 @@ from privml._exceptions import (
     ReplayError,
     UnknownClientError,
 )
-from privml.transport._coordinator import Coordinator, RunConfig, UpdateMeta
+from privml.protocol import Phase
+from privml.transport._coordinator import Coordinator, EvaluationReport, RunConfig, UpdateMeta
+from privml.transport._store import CoordinatorStore
 
 SPEC = {"w": (3, 2), "b": (2,)}
 
@@ -28,9 +32,9 @@ def delta(value: float) -> pm.Params:
     return {k: np.full(s, value, np.float32) for k, s in SPEC.items()}
 
 
-def make(**kw: object) -> Coordinator:
+def make(*, store: CoordinatorStore | None = None, **kw: object) -> Coordinator:
     cfg = RunConfig(**{"rounds": 2, "clients_per_round": 2, "round_timeout": 10.0, **kw})
-    c = Coordinator(cfg, run_id="run-1", model_spec_json="{}", initial=initial())
+    c = Coordinator(cfg, run_id="run-1", model_spec_json="{}", initial=initial(), store=store)
     for name in ("alice", "bob", "carol"):
         c.enrol(name, 0.0)
     return c
@@ -149,15 +153,69 @@ def test_finishes() -> None:
     assert c.finished and c.task(a, 2.0)["action"] == "done"
 
 
-def test_federated_evaluation_is_example_weighted() -> None:
-    from privml.transport._coordinator import federated_evaluation
+def _evaluators(c: Coordinator) -> list[str]:
+    return [cid for cid in ("alice", "bob", "carol", "dave")
+            if c.task(cid, 1.0)["action"] == "evaluate"]
 
-    c = make(rounds=1)
-    a, b = sampled(c)
+
+def _report(round_: int = 1, n: int = 10, acc: float = 0.5, run: str = "run-1",
+            loss: float = 1.0) -> EvaluationReport:
+    return EvaluationReport(run=run, round=round_, num_examples=n, loss=loss, accuracy=acc)
+
+
+def test_evaluation_round_is_example_weighted_and_stored(tmp_path: Path) -> None:
+    store = CoordinatorStore(tmp_path / "c.db")
+    c = make(rounds=2, eval_every=1, eval_clients=2, store=store)
     seen: list[dict[str, float]] = []
-    c.on_round = lambda close, params, acc: seen.append(federated_evaluation(acc))
-    for name, uid, acc, n in ((a, "aaaaaaaa1", 0.5, 10.0), (b, "bbbbbbbb1", 1.0, 30.0)):
-        m = UpdateMeta(run="run-1", round=1, update_id=uid, num_examples=5,
-                       metrics={"eval_accuracy": acc, "eval_loss": 1.0, "eval_examples": n})
-        c.submit(name, m, pm.encode(delta(0.0)), 1.0)
-    assert seen == [{"eval_examples": 40.0, "eval_loss": 1.0, "eval_accuracy": 0.875}]
+    c.on_evaluation = lambda close, summary: seen.append(summary)
+    a, b = sampled(c)
+    c.submit(a, meta(uid="aaaaaaaa1"), pm.encode(delta(1.0)), 1.0)
+    assert c.task(b, 1.0)["action"] == "train"
+    c.submit(b, meta(uid="bbbbbbbb1"), pm.encode(delta(1.0)), 1.0)
+    assert c.machine.phase is Phase.EVALUATING
+    e1, e2 = _evaluators(c)
+    task = c.task(e1, 1.0)
+    assert task["round"] == 1 and task["model_etag"] == c.etag
+    assert c.evaluation(e1, _report(acc=0.5, n=10), 1.0)["duplicate"] is False
+    assert c.evaluation(e1, _report(acc=0.5, n=10), 1.0)["duplicate"] is True  # a retry
+    with pytest.raises(DuplicateUpdateError):  # a different second answer
+        c.evaluation(e1, _report(acc=0.9, n=10), 1.0)
+    with pytest.raises(ProtocolError, match="not the current run"):
+        c.evaluation(e2, _report(run="other"), 1.0)
+    c.evaluation(e2, _report(acc=1.0, n=30, loss=3.0), 1.0)
+    assert seen == [{"round": 1.0, "examples": 40.0, "evaluators": 2.0, "loss": 2.5,
+                     "accuracy": 0.875}]
+    assert c.machine.phase is Phase.TRAINING and c.machine.round == 2
+    (rec,) = store.evaluation_rounds("run-1")
+    assert rec.summary() == seen[0] and set(rec.reported) == {e1, e2}
+    assert c.status()["last_evaluation"] == seen[0]
+
+
+def test_evaluation_refusals_change_nothing() -> None:
+    c = make(rounds=1, eval_every=1, eval_clients=1)
+    a, b = sampled(c)
+    with pytest.raises(LateUpdateError):  # training, not evaluating
+        c.evaluation(a, _report(), 1.0)
+    for name, uid in ((a, "aaaaaaaa1"), (b, "bbbbbbbb1")):
+        c.submit(name, meta(uid=uid), pm.encode(delta(1.0)), 1.0)
+    (e,) = _evaluators(c)
+    other = next(x for x in (a, b) if x != e)
+    before = c.status()
+    with pytest.raises(UnknownClientError):
+        c.evaluation(other, _report(), 1.0)
+    with pytest.raises(LateUpdateError):
+        c.evaluation(e, _report(round_=2), 1.0)
+    assert c.status() == before
+    c.evaluation(e, _report(n=0), 1.0)  # holds no held-out data: weighs nothing
+    assert c.finished and c.evaluations == [{"round": 1.0, "examples": 0.0,
+                                              "evaluators": 1.0}]
+
+
+def test_evaluation_report_validation() -> None:
+    from pydantic import ValidationError
+
+    for bad in ({"accuracy": 1.5}, {"loss": float("nan")}, {"num_examples": -1},
+                {"round": 0}, {"extra": 1}):
+        with pytest.raises(ValidationError):
+            EvaluationReport(**{"run": "r", "round": 1, "num_examples": 1, "loss": 0.1,
+                                "accuracy": 0.5, **bad})

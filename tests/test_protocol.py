@@ -18,12 +18,15 @@ from privml.protocol import (
     Aggregate,
     ClientAvailable,
     ClientDropped,
+    CloseEvaluation,
     CloseRound,
+    EvaluationReceived,
     Finished,
     Outcome,
     Phase,
     RoundConfig,
     RoundMachine,
+    SendEvaluation,
     SendTask,
     Tick,
     UpdateReceived,
@@ -195,6 +198,9 @@ def test_finishes_after_num_rounds_and_refuses_more() -> None:
     {"num_rounds": 1, "clients_per_round": 2, "min_updates": 3},
     {"num_rounds": 1, "clients_per_round": 2, "round_timeout": 0.0},
     {"num_rounds": 1, "clients_per_round": 2, "round_timeout": float("nan")},
+    {"num_rounds": 1, "clients_per_round": 2, "eval_every": -1},
+    {"num_rounds": 1, "clients_per_round": 2, "eval_every": 1, "eval_clients": 0},
+    {"num_rounds": 1, "clients_per_round": 2, "eval_every": 1, "eval_timeout": 0.0},
 ])
 def test_bad_config(kw: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
@@ -207,6 +213,8 @@ def test_bad_config(kw: dict[str, object]) -> None:
     lambda: UpdateReceived("a", 1, 0),
     lambda: UpdateReceived("a", True, 1),
     lambda: ClientAvailable(None),
+    lambda: EvaluationReceived("a", 1, -1),
+    lambda: EvaluationReceived("a", 0, 3),
 ])
 def test_malformed_events_refused(make: object) -> None:
     with pytest.raises(ProtocolError):
@@ -218,16 +226,21 @@ events = st.one_of(
     st.builds(ClientDropped, st.sampled_from([f"c{i}" for i in range(6)])),
     st.builds(UpdateReceived, st.sampled_from([f"c{i}" for i in range(6)]),
               st.integers(1, 4), st.integers(1, 50)),
+    st.builds(EvaluationReceived, st.sampled_from([f"c{i}" for i in range(6)]),
+              st.integers(1, 4), st.integers(0, 50)),
     st.just(Tick()),
 )
 
 
-@given(st.lists(st.tuples(events, st.floats(0, 5)), max_size=60))
-def test_invariants_under_any_event_sequence(seq: list[tuple[object, float]]) -> None:
-    m = RoundMachine(RoundConfig(num_rounds=4, clients_per_round=2, round_timeout=3.0),
+@given(st.lists(st.tuples(events, st.floats(0, 5)), max_size=60), st.integers(0, 3))
+def test_invariants_under_any_event_sequence(seq: list[tuple[object, float]],
+                                             eval_every: int) -> None:
+    m = RoundMachine(RoundConfig(num_rounds=4, clients_per_round=2, round_timeout=3.0,
+                                 eval_every=eval_every, eval_timeout=1.0),
                      rng=np.random.default_rng(0))
     now = 0.0
     aggregated: list[int] = []
+    evaluated: list[int] = []
     for event, dt in seq:
         now += dt
         before = snapshot(m)
@@ -240,9 +253,103 @@ def test_invariants_under_any_event_sequence(seq: list[tuple[object, float]]) ->
             if isinstance(a, Aggregate):
                 assert a.client_ids and len(set(a.client_ids)) == len(a.client_ids)
                 aggregated.append(a.round)
+            if isinstance(a, CloseEvaluation):
+                assert m.config.evaluates_after(a.round)
+                assert set(a.reported).isdisjoint(a.dropped + a.timed_out)
+                evaluated.append(a.round)
         assert set(m.accepted) <= set(m.sampled)
+        assert set(m.reported) <= set(m.sampled)
+        assert not (m.accepted and m.reported)  # a round trains or evaluates, never both
         assert m.round <= 4
     assert aggregated == sorted(set(aggregated))  # each round aggregated at most once, in order
+    assert evaluated == sorted(set(evaluated))
+
+
+def _run(m: RoundMachine, clients: list[str], *, now: float = 0.0) -> list[object]:
+    """Drive ``m`` to the end with every sampled client answering at once."""
+    log: list[object] = []
+    pending = [a for c in clients for a in m.handle(ClientAvailable(c), now)]
+    while pending:
+        a = pending.pop(0)
+        log.append(a)
+        if isinstance(a, SendTask):
+            pending += m.handle(UpdateReceived(a.client_id, a.round, 10), now)
+        elif isinstance(a, SendEvaluation):
+            pending += m.handle(EvaluationReceived(a.client_id, a.round, 5), now)
+    return log
+
+
+def test_evaluation_rounds_follow_every_kth_round_and_the_last() -> None:
+    m = RoundMachine(RoundConfig(num_rounds=5, clients_per_round=2, eval_every=2,
+                                 eval_clients=3), rng=np.random.default_rng(0))
+    log = _run(m, ["a", "b", "c", "d"])
+    kinds = [(type(a).__name__, getattr(a, "round", None)) for a in log
+             if isinstance(a, CloseRound | CloseEvaluation)]
+    assert kinds == [("CloseRound", 1), ("CloseRound", 2), ("CloseEvaluation", 2),
+                     ("CloseRound", 3), ("CloseRound", 4), ("CloseEvaluation", 4),
+                     ("CloseRound", 5), ("CloseEvaluation", 5)]
+    evals = [a for a in log if isinstance(a, CloseEvaluation)]
+    assert all(len(e.reported) == 3 for e in evals)
+    # Training waits for the evaluation: no task of round 3 before round 2's evaluation closes.
+    i_eval = log.index(evals[0])
+    assert all(not (isinstance(a, SendTask) and a.round == 3) for a in log[:i_eval])
+    assert isinstance(log[-1], Finished) and m.phase is Phase.FINISHED
+
+
+def test_evaluation_round_refusals_and_deadline() -> None:
+    m = RoundMachine(RoundConfig(num_rounds=2, clients_per_round=2, eval_every=1,
+                                 round_timeout=10.0, eval_timeout=2.0),
+                     rng=np.random.default_rng(0))
+    for c in ("a", "b", "c"):
+        m.handle(ClientAvailable(c), 0.0)
+    with pytest.raises(LateUpdateError):  # training, not evaluating
+        m.handle(EvaluationReceived("a", 1, 3), 0.0)
+    for c in m.sampled:
+        m.handle(UpdateReceived(c, 1, 10), 0.5)
+    assert m.phase is Phase.EVALUATING and len(m.sampled) == 2
+    outsider = next(c for c in ("a", "b", "c") if c not in m.sampled)
+    first, second = m.sampled
+    with pytest.raises(UnknownClientError):
+        m.handle(EvaluationReceived(outsider, 1, 3), 1.0)
+    with pytest.raises(LateUpdateError):  # training updates are closed for round 1
+        m.handle(UpdateReceived(first, 1, 3), 1.0)
+    with pytest.raises(LateUpdateError):  # wrong round
+        m.handle(EvaluationReceived(first, 2, 3), 1.0)
+    assert m.handle(EvaluationReceived(first, 1, 0), 1.0) == []  # zero examples: allowed
+    with pytest.raises(DuplicateUpdateError):
+        m.handle(EvaluationReceived(first, 1, 3), 1.0)
+    out = m.handle(Tick(), 2.6)  # the evaluation deadline (2 s) passed; round 2 starts
+    close = next(a for a in out if isinstance(a, CloseEvaluation))
+    assert close.reported == (first,) and close.timed_out == (second,)
+    assert m.phase is Phase.TRAINING and m.round == 2
+
+
+def test_evaluation_sample_is_independent_of_enrolment_order() -> None:
+    def evaluators(order: list[str]) -> tuple[str, ...]:
+        m = RoundMachine(RoundConfig(num_rounds=1, clients_per_round=6, eval_every=1,
+                                     eval_clients=2),
+                         rng=np.random.default_rng(0),
+                         round_rng=lambda r: np.random.default_rng([7, r]))
+        log = [a for c in order for a in m.handle(ClientAvailable(c), 0.0)]
+        for c in m.sampled:
+            log += m.handle(UpdateReceived(c, 1, 1), 0.0)
+        return tuple(a.client_id for a in log if isinstance(a, SendEvaluation))
+
+    names = [f"c{i}" for i in range(6)]
+    assert evaluators(names) == evaluators(names[::-1])
+    assert len(evaluators(names)) == 2
+
+
+def test_stop_abandons_the_open_round() -> None:
+    m = RoundMachine(RoundConfig(num_rounds=3, clients_per_round=1),
+                     rng=np.random.default_rng(0))
+    m.handle(ClientAvailable("a"), 0.0)
+    assert m.phase is Phase.TRAINING
+    out = m.stop()
+    assert out == [Finished(1, 0, 0)] and m.phase is Phase.FINISHED and not m.sampled
+    assert m.stop() == []
+    with pytest.raises(LateUpdateError):
+        m.handle(UpdateReceived("a", 1, 3), 0.0)
 
 
 def test_resume_from_a_later_round() -> None:

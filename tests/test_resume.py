@@ -27,7 +27,7 @@ from privml.protocol import (
     SendTask,
     Tick,
 )
-from privml.transport._coordinator import Coordinator, RunConfig, UpdateMeta
+from privml.transport._coordinator import Coordinator, EvaluationReport, RunConfig, UpdateMeta
 from privml.transport._store import CoordinatorStore
 
 SPEC = {"w": (3, 2), "b": (2,)}
@@ -57,8 +57,8 @@ def new(store: CoordinatorStore | None = None, strategy: str = "fedadam") -> Coo
                        store=store)
 
 
-def enrol_all(c: Coordinator, now: float = 0.0) -> None:
-    for name in CLIENTS:
+def enrol_all(c: Coordinator, now: float = 0.0, *, reverse: bool = False) -> None:
+    for name in reversed(CLIENTS) if reverse else CLIENTS:
         c.enrol(name, now)
 
 
@@ -116,8 +116,12 @@ def assert_counted_once(store: CoordinatorStore, a: Coordinator) -> None:
     assert all(u.delta is None for u in rows)  # every round closed: deltas dropped
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "fedadam"])
-def test_crash_mid_round_resumes_to_the_same_model(tmp_path: Path, strategy: str) -> None:
+@pytest.mark.parametrize(("strategy", "reverse"), [("fedavg", False), ("fedadam", False),
+                                                   ("fedadam", True)])
+def test_crash_mid_round_resumes_to_the_same_model(tmp_path: Path, strategy: str,
+                                                   reverse: bool) -> None:
+    """2 of 3 clients a round; after the crash the clients re-enrol (``reverse``: in the
+    opposite order), and the later rounds still sample what the reference run sampled."""
     a = reference(strategy)
     db = tmp_path / "coord.db"
     first = CoordinatorStore(db)
@@ -132,7 +136,7 @@ def test_crash_mid_round_resumes_to_the_same_model(tmp_path: Path, strategy: str
     store = CoordinatorStore(db)
     b = Coordinator.resume(store, RUN)
     assert b.machine.round == 2 and len(b.history) == 1
-    enrol_all(b, 50.0)  # clients come back and re-enrol
+    enrol_all(b, 50.0, reverse=reverse)  # clients come back and re-enrol
     assert b.task(pre_crash, 50.0)["action"] == "wait"  # its update still counts
     again = b.submit(pre_crash, UpdateMeta(run=RUN, round=2, update_id=uid(pre_crash, 2),
                                            num_examples=10 * (CLIENTS.index(pre_crash) + 1)),
@@ -145,6 +149,38 @@ def test_crash_mid_round_resumes_to_the_same_model(tmp_path: Path, strategy: str
     assert store.run(RUN).status == "finished"
     first.close()
     store.close()
+
+
+def test_crash_during_an_evaluation_round(tmp_path: Path) -> None:
+    """The evaluation is not redone; training continues and ends with the same model."""
+    # min_clients: after the restart, round 2 waits for all three clients, as it had them.
+    cfg = RunConfig(**{**config().to_dict(), "eval_every": 1, "eval_clients": 2,
+                       "min_clients": 3})
+    a = Coordinator(RunConfig(**{**cfg.to_dict(), "eval_every": 0}), run_id=RUN,
+                    model_spec_json="{}", initial=initial())  # the same run, no evaluation
+    enrol_all(a)
+    drive(a)
+    with CoordinatorStore(tmp_path / "c.db") as s1:
+        b = Coordinator(cfg, run_id=RUN, model_spec_json="{}", initial=initial(), store=s1)
+        enrol_all(b)
+        drive(b, max_updates=2)  # round 1 closes; its evaluation opens
+        assert b.machine.phase is Phase.EVALUATING
+    with CoordinatorStore(tmp_path / "c.db") as store:
+        b = Coordinator.resume(store, RUN)
+        assert b.machine.round == 2 and b.machine.phase is Phase.WAITING
+        enrol_all(b, 50.0, reverse=True)
+        while not b.finished:  # train when asked; answer evaluations when asked
+            for name in CLIENTS:
+                task = b.task(name, 50.0)
+                if task["action"] == "train":
+                    submit(b, name, 50.0)
+                elif task["action"] == "evaluate":
+                    b.evaluation(name, EvaluationReport(
+                        run=RUN, round=task["round"], num_examples=5, loss=1.0,
+                        accuracy=0.5), 50.0)
+        assert_same_run(a, b)
+        assert [e.round for e in store.evaluation_rounds(RUN)] == [2, 3]
+        assert store.run(RUN).status == "finished"
 
 
 def test_resume_before_any_round_started(tmp_path: Path) -> None:

@@ -236,3 +236,5 @@ def test_server_refuses_a_busy_port_and_bad_run_settings(tmp_path: Path) -> None
                                  "--clients-per-round", "1"]), "round")
     _refused(runner.invoke(app, [*base, "--device-port", "70000", "--rounds", "1",
                                  "--clients-per-round", "1"]), "0..65535")
+    for half in (["--rounds", "1"], ["--clients-per-round", "1"]):  # a run needs both
+        _refused(runner.invoke(app, [*base, "--device-port", "0", *half]), "give both")

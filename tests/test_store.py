@@ -159,25 +159,45 @@ def test_garbage_file_refused(tmp_path: Path) -> None:
 def test_migrations_run_forward_in_order(tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     fresh(tmp_path / "c.db").close()
-    monkeypatch.setitem(_store._MIGRATIONS, 2, "ALTER TABLE runs ADD COLUMN note TEXT;"
+    nxt = _store.SCHEMA_VERSION + 1
+    monkeypatch.setitem(_store._MIGRATIONS, nxt, "ALTER TABLE runs ADD COLUMN note TEXT;"
                         "UPDATE runs SET note = 'migrated'")
-    monkeypatch.setattr(_store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(_store, "SCHEMA_VERSION", nxt)
     with CoordinatorStore(tmp_path / "c.db") as s:
         assert s._db.execute("SELECT note FROM runs").fetchone() == ("migrated",)
         assert s.model(RUN, 0) == (b"model-0", "etag-0")  # data kept
-    assert version(tmp_path / "c.db") == 2
+    assert version(tmp_path / "c.db") == nxt
+
+
+def test_a_version_1_database_is_migrated_to_the_current_schema(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as m:  # a database written by the first release
+        m.setattr(_store, "SCHEMA_VERSION", 1)
+        fresh(tmp_path / "c.db").close()
+    assert version(tmp_path / "c.db") == 1
+    with CoordinatorStore(tmp_path / "c.db") as s:
+        assert s.model(RUN, 0) == (b"model-0", "etag-0")
+        s.add_evaluation(RUN, "alice", round_=1, num_examples=10, loss=0.5, accuracy=0.9)
+        s.close_evaluation(RUN, 1, reported=["alice"], missing=["bob"], reason="deadline",
+                           summary={"examples": 10, "loss": 0.5, "accuracy": 0.9})
+        (rec,) = s.evaluation_rounds(RUN)
+        assert rec.summary() == {"round": 1.0, "examples": 10.0, "evaluators": 1.0,
+                                 "loss": 0.5, "accuracy": 0.9}
+        assert rec.missing == ("bob",)
+    assert version(tmp_path / "c.db") == _store.SCHEMA_VERSION
 
 
 def test_failed_migration_leaves_old_version(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     fresh(tmp_path / "c.db").close()
-    monkeypatch.setitem(_store._MIGRATIONS, 2, "ALTER TABLE runs ADD COLUMN note TEXT;"
-                        "SELECT no_such_function()")
-    monkeypatch.setattr(_store, "SCHEMA_VERSION", 2)
+    current = _store.SCHEMA_VERSION
+    monkeypatch.setitem(_store._MIGRATIONS, current + 1, "ALTER TABLE runs ADD COLUMN note "
+                        "TEXT;SELECT no_such_function()")
+    monkeypatch.setattr(_store, "SCHEMA_VERSION", current + 1)
     with pytest.raises(DataError):
         CoordinatorStore(tmp_path / "c.db")
-    assert version(tmp_path / "c.db") == 1
-    monkeypatch.setattr(_store, "SCHEMA_VERSION", 1)
+    assert version(tmp_path / "c.db") == current
+    monkeypatch.setattr(_store, "SCHEMA_VERSION", current)
     with CoordinatorStore(tmp_path / "c.db") as s:
         cols = [r[1] for r in s._db.execute("PRAGMA table_info(runs)")]
         assert "note" not in cols

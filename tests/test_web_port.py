@@ -168,7 +168,11 @@ def test_admin_token_status_and_stop(ports: Ports) -> None:
         assert h.get("/v1/status", headers=_bearer(token)).status_code == 200
         r = h.post("/v1/admin/stop", headers=_bearer(token))
         assert r.status_code == 200 and r.json() == {"stopping": True}
+        body = h.get("/v1/admin/status", headers=_bearer(token)).json()
     assert ports.state.stop_requested.is_set()
+    # The stop ends the run itself (clients are told "done"), not only the server.
+    assert ports.state.coordinator.finished
+    assert body["phase"] == "finished" and body["stop_requested"] is True
     ports.state.stop_requested.clear()
 
 

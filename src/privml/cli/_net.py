@@ -28,7 +28,7 @@ def client_cmd(
     alpha: Annotated[float, typer.Option(help="Dirichlet alpha of the partition.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Partition seed (same for every client).")] = 0,
     holdout: Annotated[float, typer.Option(help="Share of the local data kept out of "
-                                           "training to evaluate each global model.")] = 0.2,
+                                           "training, for evaluation rounds.")] = 0.2,
     verbose: Annotated[bool, typer.Option(help="Log each request.")] = False,
     threads: Annotated[int, typer.Option(help="Torch threads (small models train fastest "
                                          "on one; many clients share few cores).")] = 1,
@@ -66,7 +66,8 @@ def client_cmd(
     with FederatedClient(server, ca=ca, cert=cert, key=key, data=data,
                          eval_data=evaluation) as client:
         report = client.run()
-    out.print(f"{report.client_id}: trained {len(report.rounds_trained)} rounds, "
-              f"{report.retries} retries, {len(report.refused)} refused")
+    out.print(f"{report.client_id}: trained {len(report.rounds_trained)} rounds, evaluated "
+              f"{len(report.rounds_evaluated)}, {report.retries} retries, "
+              f"{len(report.refused)} refused")
     if report.refused:
         err.print(f"refused: {', '.join(report.refused)}")

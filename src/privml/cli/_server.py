@@ -8,10 +8,10 @@ TLS 1.3, but with certificates nobody else trusts) and binds loopback only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import signal
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from privml.transport._serve import ServerThread
     from privml.transport._store import CoordinatorStore
     from privml.transport._tokens import TokenStore
+    from privml.transport.server import RunFactory, ServerState
     from privml.transport.tls import FederationPaths
 
 tokens_app = typer.Typer(
@@ -43,6 +44,7 @@ LOOPBACK = ("127.0.0.1", "localhost")
 # After the last round the ports stay open this long, so polling clients learn the run is
 # done instead of finding the server gone (they poll every ~0.5 s).
 DRAIN_SECONDS = 2.0
+STORE_FAILED = "stopped: the store failed"
 
 
 def _store(dir: Path) -> TokenStore:
@@ -168,35 +170,119 @@ def _bind(app_: Any, ctx: Any, host: str, port: int, name: str) -> ServerThread:
         raise ConfigError(f"cannot bind the {name} port {host}:{port}: {exc.strerror}") from None
 
 
-def _wait(coord: Coordinator, stop: threading.Event, servers: list[ServerThread]) -> str:
-    """Block until the run finishes, an admin asks to stop, or a server dies."""
-    seen = 0
-    while True:
-        history = list(coord.history)
-        for close in history[seen:]:
-            out.print(f"round {close.round}/{coord.config.rounds}: {close.outcome.value}, "
-                      f"{len(close.accepted)} updates", highlight=False)
-        seen = len(history)
-        if coord.finished:
-            return "finished"
-        if stop.is_set():
-            return "stopped by an admin"
-        for s in servers:
+class _Runs:
+    """Follows the server's runs one after another: prints each closed round, and writes each
+    run's final model to ``runs/<id>/model.safetensors`` when it ends."""
+
+    def __init__(self, state: ServerState, out_dir: Path, servers: list[ServerThread]) -> None:
+        self.state, self.out_dir, self.servers = state, out_dir, servers
+        self.current: Coordinator | None = None  # the run being followed, until it is saved
+        self.last: Coordinator | None = None  # the last run saved
+        self.announced = state.current  # the run started at launch, already printed
+
+    def serve(self, *, keep_serving: bool) -> str | None:
+        """Follow runs until a one-shot server's run ends (its outcome) or its admin stops it
+        while idle (None); a server that keeps serving returns only if its store fails."""
+        while True:
+            coord = self._next_run(keep_serving=keep_serving)
+            if coord is None:
+                return None
+            self.current = coord
+            if coord is not self.announced:
+                out.print(f"run {coord.run_id}", highlight=False)
+            outcome = self._follow(coord)
+            self.finish(outcome)
+            if outcome == STORE_FAILED:
+                return outcome
+            if not keep_serving:
+                time.sleep(DRAIN_SECONDS)
+                return outcome
+
+    def _alive(self) -> None:
+        for s in self.servers:
             if not s.thread.is_alive():
                 raise PrivmlError(f"the server on port {s.port} stopped: {s.error!r}")
-        time.sleep(0.1)
+
+    def _next_run(self, *, keep_serving: bool) -> Coordinator | None:
+        while True:
+            self._alive()
+            with self.state.lock:
+                coord, stop = self.state.current, self.state.stop_requested.is_set()
+            if coord is not None and coord is not self.last:
+                return coord
+            if stop and not keep_serving:
+                return None
+            time.sleep(0.1)
+
+    def _follow(self, coord: Coordinator) -> str:
+        """Block until the run ends (finished, stopped by an admin, or its store failed)."""
+        seen = 0
+        while True:
+            with self.state.lock:
+                history = list(coord.history)
+                ended = coord.finished or self.state.current is not coord
+                failed = self.state.stop_requested.is_set() and not ended
+                status = coord.store.run(coord.run_id).status if ended and coord.store else ""
+            for close in history[seen:]:
+                out.print(f"round {close.round}/{coord.config.rounds}: {close.outcome.value}, "
+                          f"{len(close.accepted)} updates", highlight=False)
+            seen = len(history)
+            if ended:
+                return "stopped by an admin" if status == "stopped" else "finished"
+            if failed:  # (an admin's stop ends the run first; only the store leaves it open)
+                return STORE_FAILED
+            self._alive()
+            time.sleep(0.1)
+
+    def finish(self, outcome: str) -> None:
+        """Write the run's model so far and say how it ended."""
+        from privml.models import ModelSpec, save_model
+
+        coord = self.current
+        if coord is None:
+            return
+        model_file = self.out_dir / "runs" / coord.run_id / "model.safetensors"
+        model_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.state.lock:
+            save_model(model_file, ModelSpec.from_json(coord.model_spec_json), coord.params)
+            done = len(coord.history)
+        out.print(f"{outcome} after {done} rounds; model: {model_file}", highlight=False,
+                  soft_wrap=True)
+        self.current, self.last = None, coord
 
 
-def _serve_run(paths: FederationPaths, out_dir: Path, host: str, ports: tuple[int, int],
-               coord: Coordinator, spec: ModelSpec) -> None:
-    from privml.models import save_model
+def _run_factory(*, model: str, dataset: str, seed: int, defaults: dict[str, Any],
+                 store: CoordinatorStore) -> RunFactory:
+    """How ``POST /v1/admin/runs`` builds a run: its settings over the server's flags."""
+
+    def new_run(settings: dict[str, Any]) -> Coordinator:
+        run = {**defaults, **settings}
+        coord, _ = _coordinator(model=run.pop("model", model), dataset=dataset,
+                                seed=run.pop("seed", seed), run=run, store=store)
+        return coord
+
+    return new_run
+
+
+def _one_run(state: ServerState, factory: RunFactory) -> RunFactory:
+    """A factory that builds one run only (a server that exits when its run is done)."""
+
+    def new_run(settings: dict[str, Any]) -> Coordinator:
+        coord = factory(settings)
+        state.new_run = None  # (the web app calls this holding state.starting)
+        return coord
+
+    return new_run
+
+
+def _serve(paths: FederationPaths, out_dir: Path, host: str, ports: tuple[int, int],
+           state: ServerState, *, keep_serving: bool) -> None:
     from privml.transport._tokens import TokenStore, default_tokens_path
     from privml.transport._webapp import create_web_app
-    from privml.transport.server import ServerState, create_device_app
-    from privml.transport.tls import Revocations, server_ssl_context
+    from privml.transport.server import create_device_app
+    from privml.transport.tls import server_ssl_context
 
     tokens = TokenStore(default_tokens_path(out_dir))
-    state = ServerState(coord, Revocations(paths.revoked).is_revoked)
     device = _bind(create_device_app(state), server_ssl_context(paths, require_client_cert=True),
                    host, ports[0], "device")
     try:
@@ -205,26 +291,28 @@ def _serve_run(paths: FederationPaths, out_dir: Path, host: str, ports: tuple[in
     except PrivmlError:
         device.sock.close()
         raise
+    runs = _Runs(state, out_dir, [device, web])
+    outcome: str | None = "interrupted"
     with device, web:
-        out.print(f"run {coord.run_id}", highlight=False)
+        if state.current is not None:
+            out.print(f"run {state.current.run_id}", highlight=False)
         out.print(f"device port (mTLS): {device.url}", highlight=False, soft_wrap=True)
         out.print(f"web port (tokens): {web.url}", highlight=False, soft_wrap=True)
         out.print(f"CA certificate: {paths.ca_cert}", highlight=False, soft_wrap=True)
-        try:
-            outcome = _wait(coord, state.stop_requested, [device, web])
-            if outcome == "finished":
-                time.sleep(DRAIN_SECONDS)
-        except KeyboardInterrupt:
-            outcome = "interrupted"
-    model_file = out_dir / "runs" / coord.run_id / "model.safetensors"
-    model_file.parent.mkdir(parents=True, exist_ok=True)
-    with state.lock:
-        save_model(model_file, spec, coord.params)
-        done = len(coord.history)
-    out.print(f"{outcome} after {done} rounds; model: {model_file}", highlight=False,
-              soft_wrap=True)
+        if state.current is None:
+            out.print("idle: an admin starts a run with POST /v1/admin/runs", highlight=False)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: outcome stays
+            outcome = runs.serve(keep_serving=keep_serving)
     if outcome == "interrupted":
-        raise typer.Exit(code=130)
+        if runs.current is not None:  # a run was cut short: keep its model so far
+            runs.finish(outcome)
+            raise typer.Exit(code=130)
+        out.print("stopped serving (no run was open)", highlight=False)
+    elif outcome == STORE_FAILED and runs.last is not None:
+        raise PrivmlError(f"the coordinator's store failed; continue run {runs.last.run_id} "
+                          f"with --resume {runs.last.run_id}")
+    elif outcome is None:
+        out.print("stopped by an admin before any run", highlight=False)
 
 
 @app.command("server")
@@ -232,10 +320,17 @@ def _serve_run(paths: FederationPaths, out_dir: Path, host: str, ports: tuple[in
 def server_cmd(
     federation: Annotated[Path, typer.Option(help="Federation folder (certificates, "
                                              "tokens.db; runs/ is written here).")],
-    rounds: Annotated[int, typer.Option(help="Federated rounds.")],
-    clients_per_round: Annotated[int, typer.Option(help="Clients sampled per round.")],
+    rounds: Annotated[int | None, typer.Option(
+        help="Federated rounds. With --clients-per-round a run starts at launch; without "
+        "both the server starts idle.", show_default=False)] = None,
+    clients_per_round: Annotated[int | None, typer.Option(
+        help="Clients sampled per round.", show_default=False)] = None,
     min_updates: Annotated[int, typer.Option(help="Updates a round needs to count.")] = 1,
     round_timeout: Annotated[float, typer.Option(help="Seconds a round waits.")] = 60.0,
+    min_clients: Annotated[int, typer.Option(
+        help="Enrolled clients a round waits for before it starts.")] = 1,
+    eval_every: Annotated[int, typer.Option(
+        help="An evaluation round after every k-th round and the last (0: none).")] = 5,
     device_port: Annotated[int, typer.Option(help="mTLS port for Python clients "
                                              "(0: any free port).")] = 8443,
     web_port: Annotated[int, typer.Option(help="Bearer-token port (0: any free port).")]
@@ -248,6 +343,10 @@ def server_cmd(
     = "fedavg",
     epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the model and the sampling.")] = 0,
+    keep_serving: Annotated[bool | None, typer.Option(
+        "--keep-serving/--exit-when-done", show_default=False,
+        help="After a run, wait for an admin to start the next (until Ctrl-C), or exit. "
+        "Default: exit if a run started at launch, else keep serving.")] = None,
     insecure_dev: Annotated[bool, typer.Option(
         "--insecure-dev", help="Without certificates: a throwaway self-signed federation, "
         "loopback only. Never in production.")] = False,
@@ -255,33 +354,47 @@ def server_cmd(
         help="Continue a run after a crash from DIR/server.db: a run id, or 'latest'.")]
     = None,
 ) -> None:
-    """Run the coordinator until the run finishes, an admin stops it, or Ctrl-C."""
+    """Serve the coordinator: one run, or (idle, --keep-serving) runs an admin starts."""
     if not federation.is_dir():
         raise ConfigError(f"federation folder {federation} does not exist")
     for name, port in (("device", device_port), ("web", web_port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"--{name}-port must be 0..65535, got {port}")
+    if (rounds is None) != (clients_per_round is None):
+        raise ConfigError("give both --rounds and --clients-per-round to start a run at "
+                          "launch, or neither to start idle (an admin then starts runs)")
+    at_launch = resume is not None or rounds is not None
+    keep = not at_launch if keep_serving is None else keep_serving
     with tempfile.TemporaryDirectory(prefix="privml-dev-") as tmp_name:
         paths = _federation(federation, insecure_dev=insecure_dev, host=host,
                             tmp_dir=Path(tmp_name))
         from privml.transport._store import CoordinatorStore
+        from privml.transport.server import ServerState
+        from privml.transport.tls import Revocations
 
         # Every accepted update and closed round is in DIR/server.db before it is answered,
         # so `--resume` continues a killed server without losing or double-counting one.
         store = CoordinatorStore(federation / "server.db")
+        defaults = {"min_updates": min_updates, "round_timeout": round_timeout,
+                    "strategy": strategy, "epochs": epochs, "min_clients": min_clients,
+                    "eval_every": eval_every}
+        factory = _run_factory(model=model, dataset=dataset, seed=seed, defaults=defaults,
+                               store=store)
+        coord: Coordinator | None = None
         if resume is not None:
-            coord, spec = _resume(store, resume)
+            coord, _ = _resume(store, resume)
             out.print(f"resuming run {coord.run_id} at round {coord.machine.round}",
                       highlight=False)
-        else:
-            coord, spec = _coordinator(
-                model=model, dataset=dataset, seed=seed, store=store,
-                run={"rounds": rounds, "clients_per_round": clients_per_round,
-                     "min_updates": min_updates, "round_timeout": round_timeout,
-                     "strategy": strategy, "epochs": epochs})
-        # SIGTERM ends the run like Ctrl-C: the model so far is still written.
+        elif rounds is not None:
+            coord = factory({"rounds": rounds, "clients_per_round": clients_per_round})
+        state = ServerState(coord, Revocations(paths.revoked).is_revoked, store=store)
+        if keep:
+            state.new_run = factory
+        elif coord is None:
+            state.new_run = _one_run(state, factory)
+        # SIGTERM ends the server like Ctrl-C: the model so far is still written.
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            _serve_run(paths, federation, host, (device_port, web_port), coord, spec)
+            _serve(paths, federation, host, (device_port, web_port), state, keep_serving=keep)
         finally:
             signal.signal(signal.SIGTERM, previous)

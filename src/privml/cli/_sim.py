@@ -143,9 +143,9 @@ def demo_cmd(
     out.print(summary_table(summary, "privml demo over HTTPS (mutual TLS)"))
     out.print(f"transport: {summary['transport']} ({summary['tls_version']}), "
               f"security events: {summary['security_events']}")
-    out.print(f"federated evaluation (clients' held-out data, last round's global model): "
+    out.print(f"federated evaluation (final model, on the clients' own held-out data): "
               f"{summary['federated_accuracy']:.4f} on {summary['federated_examples']:.0f} "
-              "examples", highlight=False)
+              f"examples ({len(summary['evaluations'])} evaluation rounds)", highlight=False)
     for key in ("plot", "model_file"):
         out.print(f"{key.replace('_', ' ')}: {summary[key]}")
     _verdict(float(summary["final_accuracy"]))

@@ -1,9 +1,10 @@
 """The federated round protocol as a sans-IO state machine (no sockets, no sleep, no clock).
 
 Feed :class:`RoundMachine.handle` events (:class:`ClientAvailable`, :class:`ClientDropped`,
-:class:`UpdateReceived`, :class:`Tick`) together with the current time, and perform the
-actions it returns (:class:`SendTask`, :class:`Aggregate`, :class:`CloseRound`,
-:class:`Finished`) in order. The simulator and the HTTPS coordinator are both such shells.
+:class:`UpdateReceived`, :class:`EvaluationReceived`, :class:`Tick`) together with the
+current time, and perform the actions it returns (:class:`SendTask`, :class:`Aggregate`,
+:class:`CloseRound`, :class:`SendEvaluation`, :class:`CloseEvaluation`, :class:`Finished`)
+in order. The simulator and the HTTPS coordinator are both such shells.
 """
 
 from privml.protocol._events import (
@@ -11,11 +12,14 @@ from privml.protocol._events import (
     Aggregate,
     ClientAvailable,
     ClientDropped,
+    CloseEvaluation,
     CloseRound,
+    EvaluationReceived,
     Event,
     Finished,
     Outcome,
     RoundConfig,
+    SendEvaluation,
     SendTask,
     Tick,
     UpdateReceived,
@@ -27,13 +31,16 @@ __all__ = [
     "Aggregate",
     "ClientAvailable",
     "ClientDropped",
+    "CloseEvaluation",
     "CloseRound",
+    "EvaluationReceived",
     "Event",
     "Finished",
     "Outcome",
     "Phase",
     "RoundConfig",
     "RoundMachine",
+    "SendEvaluation",
     "SendTask",
     "Tick",
     "UpdateReceived",

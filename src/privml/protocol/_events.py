@@ -18,11 +18,14 @@ __all__ = [
     "Aggregate",
     "ClientAvailable",
     "ClientDropped",
+    "CloseEvaluation",
     "CloseRound",
+    "EvaluationReceived",
     "Event",
     "Finished",
     "Outcome",
     "RoundConfig",
+    "SendEvaluation",
     "SendTask",
     "Tick",
     "UpdateReceived",
@@ -49,6 +52,12 @@ class RoundConfig:
     it started. It is *completed* (aggregated) if at least ``min_updates`` updates arrived,
     else *failed* (the global model is kept). Failed rounds count towards ``num_rounds``,
     so a run always ends.
+
+    With ``eval_every`` = k > 0, every k-th round and the last one are followed by an
+    *evaluation round* before the next training round: ``eval_clients`` available clients
+    (default: the training sample size; fewer if fewer are there) evaluate the new global
+    model on their own held-out data, until all have answered or ``eval_timeout`` (default
+    ``round_timeout``) has passed.
     """
 
     num_rounds: int
@@ -57,6 +66,9 @@ class RoundConfig:
     min_clients: int = 1
     min_updates: int = 1
     round_timeout: float = 600.0
+    eval_every: int = 0
+    eval_clients: int | None = None
+    eval_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.num_rounds) or self.num_rounds < 1:
@@ -79,6 +91,19 @@ class RoundConfig:
                 f"({self.clients_per_round}): no round could ever complete")
         if not (math.isfinite(self.round_timeout) and self.round_timeout > 0):
             raise ConfigError(f"round_timeout must be > 0 seconds, got {self.round_timeout!r}")
+        if not _is_int(self.eval_every) or self.eval_every < 0:
+            raise ConfigError(f"eval_every must be an int >= 0, got {self.eval_every!r}")
+        if self.eval_clients is not None and (
+                not _is_int(self.eval_clients) or self.eval_clients < 1):
+            raise ConfigError(f"eval_clients must be >= 1, got {self.eval_clients!r}")
+        if self.eval_timeout is not None and not (
+                math.isfinite(self.eval_timeout) and self.eval_timeout > 0):
+            raise ConfigError(f"eval_timeout must be > 0 seconds, got {self.eval_timeout!r}")
+
+    def evaluates_after(self, round_: int) -> bool:
+        """Whether an evaluation round follows training round ``round_``."""
+        return self.eval_every > 0 and (round_ % self.eval_every == 0
+                                        or round_ == self.num_rounds)
 
     def sample_size(self, available: int) -> int:
         """How many clients to sample when ``available`` are there."""
@@ -127,11 +152,27 @@ class UpdateReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class EvaluationReceived:
+    """A client's evaluation of the global model after training round ``round`` arrived."""
+
+    client_id: str
+    round: int
+    num_examples: int
+
+    def __post_init__(self) -> None:
+        _check_client_id(self.client_id)
+        if not _is_int(self.round) or self.round < 1:
+            raise ProtocolError(f"round must be an int >= 1, got {self.round!r}")
+        if not _is_int(self.num_examples) or self.num_examples < 0:
+            raise ProtocolError(f"num_examples must be an int >= 0, got {self.num_examples!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed; the clock value is the ``now`` argument of ``handle``."""
 
 
-Event = ClientAvailable | ClientDropped | UpdateReceived | Tick
+Event = ClientAvailable | ClientDropped | UpdateReceived | EvaluationReceived | Tick
 
 
 # ---- actions ------------------------------------------------------------------------------
@@ -171,6 +212,26 @@ class CloseRound:
 
 
 @dataclass(frozen=True, slots=True)
+class SendEvaluation:
+    """Ask ``client_id`` to evaluate the global model left by training round ``round``."""
+
+    client_id: str
+    round: int
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloseEvaluation:
+    """The evaluation round after training round ``round`` is over."""
+
+    round: int
+    reported: tuple[str, ...]
+    dropped: tuple[str, ...] = ()
+    timed_out: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """All rounds are done."""
 
@@ -179,4 +240,4 @@ class Finished:
     failed: int
 
 
-Action = SendTask | Aggregate | CloseRound | Finished
+Action = SendTask | Aggregate | CloseRound | SendEvaluation | CloseEvaluation | Finished

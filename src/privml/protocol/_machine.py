@@ -1,11 +1,17 @@
 """The round state machine: events in, actions out.
 
-Theory of operation. The machine is in one of three phases::
+Theory of operation. The machine is in one of four phases::
 
     WAITING ──(enough clients available)──► TRAINING ──(all answered / deadline)──┐
-       ▲                                                                          │
-       └───────────── round += 1 (more rounds to go) ◄────────────────────────────┘
-                                        └─(last round closed)──► FINISHED
+       ▲                                                     (evaluation due?)    │
+       │                          EVALUATING ◄──────────────────── yes ───────────┤
+       │                              │ (all answered / deadline)                 │ no
+       └──── round += 1 (more rounds) ◄┴──────────────────────────────────────────┘
+                                  └─(last round closed)──► FINISHED
+
+An evaluation round (``RoundConfig.eval_every``) asks a sample of the available clients to
+measure the new global model on their own held-out data: a real coordinator holds no test
+set. Training waits for it, so every report is about the same model.
 
 Which handler runs for an event in a phase is written down once, in ``_TABLE``; a pair that
 is missing there is a protocol error. ``handle`` never mutates state before every check has
@@ -33,11 +39,14 @@ from privml.protocol._events import (
     Aggregate,
     ClientAvailable,
     ClientDropped,
+    CloseEvaluation,
     CloseRound,
+    EvaluationReceived,
     Event,
     Finished,
     Outcome,
     RoundConfig,
+    SendEvaluation,
     SendTask,
     Tick,
     UpdateReceived,
@@ -49,6 +58,7 @@ __all__ = ["Phase", "RoundMachine"]
 class Phase(Enum):
     WAITING = "waiting"
     TRAINING = "training"
+    EVALUATING = "evaluating"
     FINISHED = "finished"
 
 
@@ -85,6 +95,7 @@ class RoundMachine:
         self._sampled: tuple[str, ...] = ()
         self._accepted: dict[str, int] = {}  # client -> num_examples, in arrival order
         self._dropped: dict[str, None] = {}
+        self._reported: dict[str, int] = {}  # evaluation round: client -> num_examples
 
     # ---- read-only views ----------------------------------------------------------------
     @property
@@ -100,8 +111,14 @@ class RoundMachine:
         return dict(self._accepted)
 
     @property
+    def reported(self) -> dict[str, int]:
+        """The current evaluation round's reports (client -> num_examples)."""
+        return dict(self._reported)
+
+    @property
     def pending(self) -> tuple[str, ...]:
-        done = self._accepted.keys() | self._dropped.keys()
+        """Sampled clients (of the training or evaluation round) yet to answer."""
+        done = self._accepted.keys() | self._dropped.keys() | self._reported.keys()
         return tuple(c for c in self._sampled if c not in done)
 
     # ---- the one entry point ------------------------------------------------------------
@@ -128,10 +145,10 @@ class RoundMachine:
         if cid not in self._available and cid not in self._sampled:
             raise UnknownClientError(f"client {cid!r} is not known")
         self._available.pop(cid, None)
-        if self.phase is Phase.TRAINING and cid in self.pending:
+        if self.phase in (Phase.TRAINING, Phase.EVALUATING) and cid in self.pending:
             self._dropped[cid] = None
             if not self.pending:
-                return self._close(now, reason="every sampled client answered or dropped")
+                return self._end(now, reason="every sampled client answered or dropped")
         return []
 
     def _on_update(self, event: Event, now: float) -> list[Action]:
@@ -147,12 +164,31 @@ class RoundMachine:
         self.check_update(event.client_id, event.round)
         raise AssertionError("unreachable: check_update refuses every update outside a round")
 
+    def _on_evaluation(self, event: Event, now: float) -> list[Action]:
+        assert isinstance(event, EvaluationReceived)
+        self.check_evaluation(event.client_id, event.round)
+        self._reported[event.client_id] = event.num_examples
+        if not self.pending:
+            return self._close_evaluation(now, reason="every sampled client answered or "
+                                          "dropped")
+        return []
+
+    def _on_evaluation_outside(self, event: Event, now: float) -> list[Action]:
+        assert isinstance(event, EvaluationReceived)
+        self.check_evaluation(event.client_id, event.round)
+        raise AssertionError("unreachable: check_evaluation refuses outside an evaluation")
+
     def _on_tick(self, event: Event, now: float) -> list[Action]:
         if self.phase is Phase.WAITING:
             return self._maybe_start(now)
         if now >= self.deadline:
-            return self._close(now, reason="round deadline reached")
+            return self._end(now, reason="round deadline reached")
         return []
+
+    def _end(self, now: float, *, reason: str) -> list[Action]:
+        if self.phase is Phase.EVALUATING:
+            return self._close_evaluation(now, reason=reason)
+        return self._close(now, reason=reason)
 
     def _ignore(self, event: Event, now: float) -> list[Action]:
         return []
@@ -173,13 +209,32 @@ class RoundMachine:
         if client_id in self._dropped:
             raise LateUpdateError(f"client {client_id!r} was dropped from round {round_}")
 
+    def check_evaluation(self, client_id: str, round_: int) -> None:
+        """Raise unless an evaluation from ``client_id`` for ``round_`` would be kept now."""
+        if self.phase is not Phase.EVALUATING or round_ != self.round:
+            raise LateUpdateError(f"no evaluation of round {round_} is open; evaluation "
+                                  f"from {client_id!r} refused")
+        if client_id not in self._sampled:
+            raise UnknownClientError(f"client {client_id!r} was not sampled to evaluate "
+                                     f"round {round_}")
+        if client_id in self._reported:
+            raise DuplicateUpdateError(
+                f"client {client_id!r} already reported its evaluation of round {round_}")
+        if client_id in self._dropped:
+            raise LateUpdateError(f"client {client_id!r} was dropped from the evaluation")
+
+    def _rng_for(self, round_: int) -> np.random.Generator:
+        return self._rng if self._round_rng is None else self._round_rng(round_)
+
     def _maybe_start(self, now: float) -> list[Action]:
-        pool = tuple(self._available)
+        # Sorted, not in enrolment order: the sample then depends only on who is available
+        # and the round's generator, so a restarted coordinator (whose clients re-enrol in
+        # any order) samples what the uninterrupted one would have.
+        pool = tuple(sorted(self._available))
         k = self.config.sample_size(len(pool))
         if len(pool) < max(k, self.config.min_clients):
             return []
-        rng = self._rng if self._round_rng is None else self._round_rng(self.round)
-        picks = rng.choice(len(pool), size=k, replace=False)
+        picks = self._rng_for(self.round).choice(len(pool), size=k, replace=False)
         self._sampled = tuple(pool[i] for i in sorted(int(j) for j in picks))
         self._accepted = {}
         self._dropped = {}
@@ -209,6 +264,19 @@ class RoundMachine:
             return self._close(now, reason="every sampled client answered or dropped")
         return [SendTask(cid, self.round, self.deadline) for cid in self.pending]
 
+    def stop(self) -> list[Action]:
+        """End the run now (an operator's decision): an open round is abandoned, not
+        aggregated. Stopping a finished run does nothing."""
+        if self.phase is Phase.FINISHED:
+            return []
+        self._sampled = ()
+        self._accepted = {}
+        self._dropped = {}
+        self._reported = {}
+        self.deadline = float("inf")
+        self.phase = Phase.FINISHED
+        return [Finished(self.round, self.completed, self.failed)]
+
     def _close(self, now: float, *, reason: str) -> list[Action]:
         accepted = tuple(self._accepted)
         dropped = tuple(self._dropped)
@@ -228,13 +296,43 @@ class RoundMachine:
         self._accepted = {}
         self._dropped = {}
         self.deadline = float("inf")
+        if self.config.evaluates_after(self.round):
+            return actions + self._start_evaluation(now)
+        return actions + self._next_round(now)
+
+    def _next_round(self, now: float) -> list[Action]:
         if self.round >= self.config.num_rounds:
             self.phase = Phase.FINISHED
-            actions.append(Finished(self.round, self.completed, self.failed))
-            return actions
+            return [Finished(self.round, self.completed, self.failed)]
         self.round += 1
         self.phase = Phase.WAITING
-        return actions + self._maybe_start(now)
+        return self._maybe_start(now)
+
+    def _start_evaluation(self, now: float) -> list[Action]:
+        """Sample evaluators among the clients available now (an empty pool skips it)."""
+        pool = tuple(sorted(self._available))
+        k = min(len(pool), self.config.eval_clients or self.config.sample_size(len(pool)))
+        if k == 0:
+            return [CloseEvaluation(self.round, (), reason="no client available"),
+                    *self._next_round(now)]
+        # A child of the round's generator: independent of the training sample's draws.
+        picks = self._rng_for(self.round).spawn(1)[0].choice(len(pool), size=k, replace=False)
+        self._sampled = tuple(pool[i] for i in sorted(int(j) for j in picks))
+        self._reported = {}
+        self._dropped = {}
+        timeout = self.config.eval_timeout or self.config.round_timeout
+        self.deadline = now + timeout
+        self.phase = Phase.EVALUATING
+        return [SendEvaluation(cid, self.round, self.deadline) for cid in self._sampled]
+
+    def _close_evaluation(self, now: float, *, reason: str) -> list[Action]:
+        close = CloseEvaluation(self.round, tuple(self._reported), tuple(self._dropped),
+                                self.pending, reason)
+        self._sampled = ()
+        self._reported = {}
+        self._dropped = {}
+        self.deadline = float("inf")
+        return [close, *self._next_round(now)]
 
 
 _TABLE: dict[tuple[Phase, type], _Handler] = {
@@ -242,12 +340,20 @@ _TABLE: dict[tuple[Phase, type], _Handler] = {
     (Phase.WAITING, ClientDropped): RoundMachine._on_dropped,
     (Phase.WAITING, UpdateReceived): RoundMachine._on_update_outside_round,
     (Phase.WAITING, Tick): RoundMachine._on_tick,
+    (Phase.WAITING, EvaluationReceived): RoundMachine._on_evaluation_outside,
     (Phase.TRAINING, ClientAvailable): RoundMachine._on_available,
     (Phase.TRAINING, ClientDropped): RoundMachine._on_dropped,
     (Phase.TRAINING, UpdateReceived): RoundMachine._on_update,
     (Phase.TRAINING, Tick): RoundMachine._on_tick,
+    (Phase.TRAINING, EvaluationReceived): RoundMachine._on_evaluation_outside,
+    (Phase.EVALUATING, ClientAvailable): RoundMachine._on_available,
+    (Phase.EVALUATING, ClientDropped): RoundMachine._on_dropped,
+    (Phase.EVALUATING, UpdateReceived): RoundMachine._on_update_outside_round,
+    (Phase.EVALUATING, EvaluationReceived): RoundMachine._on_evaluation,
+    (Phase.EVALUATING, Tick): RoundMachine._on_tick,
     (Phase.FINISHED, ClientAvailable): RoundMachine._ignore,
     (Phase.FINISHED, ClientDropped): RoundMachine._ignore,
     (Phase.FINISHED, UpdateReceived): RoundMachine._on_update_outside_round,
     (Phase.FINISHED, Tick): RoundMachine._ignore,
+    (Phase.FINISHED, EvaluationReceived): RoundMachine._on_evaluation_outside,
 }

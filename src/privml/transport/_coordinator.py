@@ -10,9 +10,16 @@ before it is answered (see that module), and :meth:`Coordinator.resume` rebuilds
 after a crash: the model and server state of the last closed round, every update id seen,
 and the interrupted round with its sample and the updates it had already accepted. Each
 round samples from a generator seeded by ``(seed, round)``, so a resumed run samples the
-clients the uninterrupted one would have. If a round-close write fails, the in-memory run
-has moved past the disk, so the coordinator refuses everything after it: the operator
-resumes from the store, which is consistent.
+clients the uninterrupted one would have, given the same clients available when each round
+starts (the machine samples from their sorted ids, so the order in which clients re-enrol
+does not matter; ``min_clients`` makes a round wait until enough of them are back). If a
+round-close write fails, the in-memory run has moved past the disk, so the coordinator
+refuses everything after it: the operator resumes from the store, which is consistent.
+
+Evaluation rounds (``RunConfig.eval_every``) send sampled clients an ``evaluate`` task; their
+reports (:class:`EvaluationReport`) are kept in the store and aggregated, weighted by
+examples, when the evaluation closes. An evaluation interrupted by a crash is not redone on
+resume: the model it measured is kept, and training goes on with the next round.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from privml import params as pm
 from privml._exceptions import ConfigError, DataError, ParamsError, ProtocolError, ReplayError
@@ -33,12 +41,15 @@ from privml.protocol import (
     Action,
     Aggregate,
     ClientAvailable,
+    CloseEvaluation,
     CloseRound,
+    EvaluationReceived,
     Finished,
     Outcome,
     Phase,
     RoundConfig,
     RoundMachine,
+    SendEvaluation,
     SendTask,
     Tick,
     UpdateReceived,
@@ -46,7 +57,8 @@ from privml.protocol import (
 from privml.strategies import ClientUpdate, ServerState, make_strategy
 from privml.transport._store import ClosedRound, CoordinatorStore, StoredState, StoredUpdate
 
-__all__ = ["Coordinator", "RunConfig", "UpdateMeta", "federated_evaluation"]
+__all__ = ["Coordinator", "EvaluationReport", "RunConfig", "UpdateMeta",
+           "aggregate_evaluations"]
 
 _UPDATE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
@@ -57,6 +69,7 @@ class RunConfig:
 
     rounds: int = 30
     clients_per_round: int = 8
+    min_clients: int = 1  # a round starts once max(clients_per_round, this) are available
     min_updates: int = 1
     round_timeout: float = 60.0
     strategy: str = "fedavg"
@@ -69,6 +82,9 @@ class RunConfig:
     norm_bound: float | None = None  # refuse updates whose L2 norm exceeds this
     max_update_bytes: int = 64 * 1024 * 1024
     seed: int = 0
+    eval_every: int = 0  # evaluation round after every k-th round and the last; 0: none
+    eval_clients: int | None = None  # default: clients_per_round
+    eval_timeout: float | None = None  # default: round_timeout
 
     def __post_init__(self) -> None:
         if self.norm_bound is not None and not (math.isfinite(self.norm_bound)
@@ -77,6 +93,14 @@ class RunConfig:
         if self.max_update_bytes < 1024:
             raise ConfigError("max_update_bytes must be at least 1024")
         make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr)  # validates
+        self.round_config()  # validates the rest
+
+    def round_config(self) -> RoundConfig:
+        return RoundConfig(num_rounds=self.rounds, clients_per_round=self.clients_per_round,
+                           min_clients=self.min_clients, min_updates=self.min_updates,
+                           round_timeout=self.round_timeout,
+                           eval_every=self.eval_every, eval_clients=self.eval_clients,
+                           eval_timeout=self.eval_timeout)
 
     def train_options(self) -> dict[str, Any]:
         prox = make_strategy(self.strategy, mu=self.mu).client_options().get("prox_mu", 0.0)
@@ -106,6 +130,19 @@ class UpdateMeta:
                                 status=400)
 
 
+class EvaluationReport(BaseModel):
+    """A client's answer to an ``evaluate`` task: the global model measured on its own
+    held-out data (``num_examples`` = 0: it holds none, and weighs nothing)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    run: str = Field(max_length=64)
+    round: int = Field(ge=1)
+    num_examples: int = Field(ge=0, le=2**31)
+    loss: float = Field(ge=0.0)
+    accuracy: float = Field(ge=0.0, le=1.0)
+
+
 @dataclass(slots=True)
 class _Accepted:
     update_id: str
@@ -115,20 +152,19 @@ class _Accepted:
 
 
 RoundListener = Callable[[CloseRound, Params, dict[str, _Accepted]], None]
+EvaluationListener = Callable[[CloseEvaluation, dict[str, float]], None]
 
 
-def federated_evaluation(accepted: Mapping[str, _Accepted]) -> dict[str, float]:
-    """Example-weighted ``eval_loss`` / ``eval_accuracy`` that clients measured on their own
-    held-out data, for the global model they received this round (a coordinator holds no
-    test set). Empty when no client reported an evaluation."""
-    rows = [a.metrics for a in accepted.values()
-            if a.metrics.get("eval_examples", 0) > 0 and "eval_accuracy" in a.metrics]
-    total = sum(m["eval_examples"] for m in rows)
-    if not rows or total <= 0:
-        return {}
-    return {"eval_examples": total,
-            "eval_loss": sum(m.get("eval_loss", 0.0) * m["eval_examples"] for m in rows) / total,
-            "eval_accuracy": sum(m["eval_accuracy"] * m["eval_examples"] for m in rows) / total}
+def aggregate_evaluations(reports: Mapping[str, EvaluationReport]) -> dict[str, float]:
+    """Example-weighted loss and accuracy of the clients' reports (a coordinator holds no
+    test set): ``examples``, ``evaluators`` and, when any example was measured, ``loss``
+    and ``accuracy``."""
+    total = sum(r.num_examples for r in reports.values())
+    out = {"examples": float(total), "evaluators": float(len(reports))}
+    if total > 0:
+        out["loss"] = sum(r.loss * r.num_examples for r in reports.values()) / total
+        out["accuracy"] = sum(r.accuracy * r.num_examples for r in reports.values()) / total
+    return out
 
 
 class Coordinator:
@@ -137,6 +173,7 @@ class Coordinator:
     def __init__(self, config: RunConfig, *, run_id: str, model_spec_json: str,
                  initial: Params, first_round: int = 1,
                  on_round: RoundListener | None = None,
+                 on_evaluation: EvaluationListener | None = None,
                  store: CoordinatorStore | None = None) -> None:
         self.config = config
         self.run_id = run_id
@@ -145,13 +182,16 @@ class Coordinator:
         self.strategy = make_strategy(config.strategy, mu=config.mu, server_lr=config.server_lr)
         self.state = ServerState()
         self.machine = RoundMachine(
-            RoundConfig(num_rounds=config.rounds, clients_per_round=config.clients_per_round,
-                        min_updates=config.min_updates, round_timeout=config.round_timeout),
+            config.round_config(),
             rng=np.random.default_rng(np.random.SeedSequence([config.seed, first_round])),
             first_round=first_round, round_rng=self._round_rng)
         self.on_round = on_round
+        self.on_evaluation = on_evaluation
         self.history: list[CloseRound] = []
+        self.evaluations: list[dict[str, float]] = []  # each with its "round"
         self._tasks: dict[str, SendTask] = {}
+        self._eval_tasks: dict[str, SendEvaluation] = {}
+        self._reports: dict[str, EvaluationReport] = {}
         self._accepted: dict[str, _Accepted] = {}
         self._seen_ids: dict[str, tuple[str, str]] = {}  # update id -> (client, body sha256)
         self._set_params(initial)
@@ -168,7 +208,8 @@ class Coordinator:
 
     @classmethod
     def resume(cls, store: CoordinatorStore, run_id: str, *,
-               on_round: RoundListener | None = None) -> Coordinator:
+               on_round: RoundListener | None = None,
+               on_evaluation: EvaluationListener | None = None) -> Coordinator:
         """Rebuild run ``run_id`` from ``store`` after a crash; clients must re-enrol."""
         run = store.run(run_id)
         config = RunConfig(**run.config)
@@ -178,20 +219,23 @@ class Coordinator:
         model_bytes, etag = store.model(run_id, last)
         c = cls(config, run_id=run_id, model_spec_json=run.model_spec_json,
                 initial=pm.decode(model_bytes), first_round=min(last + 1, config.rounds),
-                on_round=on_round)
+                on_round=on_round, on_evaluation=on_evaluation)
         # The stored bytes, not a re-encoding: clients hold this etag, and the safetensors
         # header need not serialise identically twice.
         c.model_bytes, c.etag = model_bytes, etag
         c.state = _server_state(store.server_state(run_id, last))
         c.history = [CloseRound(r.round, Outcome(r.outcome), r.accepted, r.dropped,
                                 r.timed_out, r.reason) for r in closed]
+        c.evaluations = [e.summary() for e in store.evaluation_rounds(run_id)]
         c.machine.completed = sum(r.outcome == Outcome.COMPLETED.value for r in closed)
         c.machine.failed = len(closed) - c.machine.completed
         c._recorded_round = last
         updates = store.updates(run_id)
         c._seen_ids = {u.update_id: (u.client_id, u.body_sha256) for u in updates}
-        if last >= config.rounds:
+        if last >= config.rounds:  # (a crash during the final evaluation round lands here)
             c.machine.phase = Phase.FINISHED
+            if run.status == "running":
+                store.set_run_status(run_id, "finished")
         elif rounds and rounds[-1].outcome == "open":
             _reload_open_round(c, rounds[-1].round, rounds[-1].sampled,
                                [u for u in updates if u.round == rounds[-1].round])
@@ -222,7 +266,7 @@ class Coordinator:
         self._apply(self.machine.handle(ClientAvailable(client_id), now))
 
     def task(self, client_id: str, now: float) -> dict[str, Any]:
-        """What ``client_id`` should do now: train, wait, stop, or enrol (again).
+        """What ``client_id`` should do now: train, evaluate, wait, stop, or enrol (again).
 
         "enrol" goes to a client the run does not count as available — after a coordinator
         restart (availability is not persisted) or after it was dropped — so it comes back.
@@ -230,6 +274,10 @@ class Coordinator:
         self._ready(now)
         if self.finished:
             return {"action": "done", "run": self.run_id}
+        ask = self._eval_tasks.get(client_id)
+        if ask is not None and client_id not in self._reports:
+            return {"action": "evaluate", "run": self.run_id, "round": ask.round,
+                    "deadline_in": max(0.0, ask.deadline - now), "model_etag": self.etag}
         task = self._tasks.get(client_id)
         if task is None and client_id not in self.machine.available:
             return {"action": "enrol", "run": self.run_id}
@@ -278,9 +326,37 @@ class Coordinator:
             UpdateReceived(client_id, meta.round, meta.num_examples), now))
         return {"accepted": True, "duplicate": False, "round": meta.round}
 
+    def evaluation(self, client_id: str, report: EvaluationReport,
+                   now: float) -> dict[str, Any]:
+        """Record a client's evaluation of the global model (see ``evaluate`` tasks)."""
+        self._ready(now)
+        if report.run != self.run_id:
+            raise ProtocolError(f"run {report.run!r} is not the current run", code="wrong_run")
+        if self._reports.get(client_id) == report and report.round == self.machine.round:
+            return {"accepted": True, "duplicate": True, "round": report.round}
+        self.machine.check_evaluation(client_id, report.round)
+        if self._store is not None:
+            self._store.add_evaluation(self.run_id, client_id, round_=report.round,
+                                       num_examples=report.num_examples, loss=report.loss,
+                                       accuracy=report.accuracy)
+        self._reports[client_id] = report
+        self._apply(self.machine.handle(
+            EvaluationReceived(client_id, report.round, report.num_examples), now))
+        return {"accepted": True, "duplicate": False, "round": report.round}
+
     def tick(self, now: float) -> None:
         self._ready(now)
         self._apply(self.machine.handle(Tick(), now))
+
+    def stop(self) -> None:
+        """End the run now (an admin asked): the open round is abandoned, clients are told
+        "done" and the store marks the run "stopped" (it is not resumed)."""
+        if self.finished:
+            return
+        if self._store is not None:
+            self._store.set_run_status(self.run_id, "stopped")
+        self._restore = None
+        self._apply(self.machine.stop())
 
     def _ready(self, now: float) -> None:
         """Refuse work after a lost round-close write; reopen a restored round on first use."""
@@ -294,9 +370,17 @@ class Coordinator:
 
     def _apply(self, actions: list[Action]) -> None:
         closed: tuple[CloseRound, dict[str, _Accepted]] | None = None
+        evaluated: tuple[CloseEvaluation, dict[str, float]] | None = None
         for action in actions:
             if isinstance(action, SendTask):
                 self._tasks[action.client_id] = action
+            elif isinstance(action, SendEvaluation):
+                self._eval_tasks[action.client_id] = action
+            elif isinstance(action, CloseEvaluation):
+                summary = {"round": float(action.round), **aggregate_evaluations(
+                    {c: self._reports[c] for c in action.reported})}
+                evaluated = (action, summary)
+                self._close_evaluation(action, summary)
             elif isinstance(action, Aggregate):
                 ups = [self._accepted[c].update for c in action.client_ids]
                 new, self.state = self.strategy.aggregate(self.params, ups, self.state)
@@ -309,10 +393,29 @@ class Coordinator:
                                if t.round > action.round}
             elif isinstance(action, Finished):
                 self._tasks = {}
+                self._eval_tasks = {}
         self._persist(actions, None if closed is None else closed[0])
         # Listeners hear of a round only once it is durable.
         if closed is not None and self.on_round is not None:
             self.on_round(closed[0], self.params, dict(closed[1]))
+        if evaluated is not None and self.on_evaluation is not None:
+            self.on_evaluation(*evaluated)
+
+    def _close_evaluation(self, close: CloseEvaluation, summary: dict[str, float]) -> None:
+        self.evaluations.append(summary)
+        self._eval_tasks = {}
+        self._reports = {}
+        if self._store is None:
+            return
+        try:
+            self._store.close_evaluation(self.run_id, close.round, reported=close.reported,
+                                         missing=close.dropped + close.timed_out,
+                                         reason=close.reason, summary=summary)
+            if self.machine.phase is Phase.FINISHED:
+                self._store.set_run_status(self.run_id, "finished")
+        except Exception as exc:
+            self._broken = exc
+            raise
 
     def _persist(self, actions: list[Action], close: CloseRound | None) -> None:
         starts = [a.round for a in actions
@@ -341,7 +444,8 @@ class Coordinator:
             "rounds": self.config.rounds, "completed": self.machine.completed,
             "failed": self.machine.failed, "available": len(self.machine.available),
             "sampled": len(self.machine.sampled), "accepted": len(self._accepted),
-            "model_etag": self.etag,
+            "reported": len(self._reports), "model_etag": self.etag,
+            "last_evaluation": self.evaluations[-1] if self.evaluations else None,
         }
 
 

@@ -35,6 +35,7 @@ class NetworkConfig:
     model: str = "mlp"
     epochs: int = 5
     round_timeout: float = 60.0
+    eval_every: int = 5  # evaluation rounds on the clients' held-out data (and after the last)
 
 
 @dataclass(slots=True)
@@ -52,20 +53,25 @@ class _Tracker:
 
         set_params(self.model, params)
         ev = evaluate(self.model, self.x_test, self.y_test)
-        from privml.transport._coordinator import federated_evaluation
-
         losses = [a.metrics.get("train_loss", math.nan) for a in accepted.values()]
-        fed = federated_evaluation(accepted)
         now = time.monotonic()
         self.history.append({
             "round": close.round, "outcome": close.outcome.value,
             "updates": len(close.accepted), "dropped": len(close.dropped) + len(close.timed_out),
             "train_loss": float(np.mean(losses)) if losses else math.nan,
             "test_loss": ev.loss, "test_accuracy": ev.accuracy, "seconds": now - self.last,
-            "federated_accuracy": fed.get("eval_accuracy", math.nan),
-            "federated_loss": fed.get("eval_loss", math.nan),
-            "federated_examples": fed.get("eval_examples", 0.0)})
+            "federated_accuracy": math.nan, "federated_loss": math.nan,
+            "federated_examples": 0.0})
         self.last = now
+
+    def on_evaluation(self, close: Any, summary: dict[str, float]) -> None:
+        """An evaluation round (after training round ``close.round``) closed."""
+        for h in self.history:
+            if h["round"] == close.round:
+                h.update(federated_accuracy=summary.get("accuracy", math.nan),
+                         federated_loss=summary.get("loss", math.nan),
+                         federated_examples=summary["examples"])
+        self.last = time.monotonic()  # the next round's time excludes the evaluation
 
 
 def _tls_version(host: str, port: int, ctx: ssl.SSLContext) -> str:
@@ -111,9 +117,9 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
     tracker = _Tracker(ds.x_test, ds.y_test, build_torch(spec))
     coord = Coordinator(
         RunConfig(rounds=cfg.rounds, clients_per_round=cfg.per_round, epochs=cfg.epochs,
-                  round_timeout=cfg.round_timeout, seed=cfg.seed),
+                  round_timeout=cfg.round_timeout, seed=cfg.seed, eval_every=cfg.eval_every),
         run_id=uuid.uuid4().hex, model_spec_json=spec.to_json(), initial=get_params(model),
-        on_round=tracker.on_round)
+        on_round=tracker.on_round, on_evaluation=tracker.on_evaluation)
     state = ServerState(coord, Revocations(paths.revoked).is_revoked)
     server = ServerThread(create_device_app(state),
                           ssl_context=server_ssl_context(paths, require_client_cert=True))
@@ -149,9 +155,10 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
         "final_accuracy": final.get("test_accuracy", math.nan),
         "final_loss": final.get("test_loss", math.nan),
         "best_accuracy": max((h["test_accuracy"] for h in tracker.history), default=math.nan),
-        # Clients' own held-out data, for the global model they received in the last round.
+        # The final model measured by an evaluation round on the clients' own held-out data.
         "federated_accuracy": final.get("federated_accuracy", math.nan),
         "federated_examples": final.get("federated_examples", 0.0),
+        "evaluations": list(coord.evaluations),
         "seconds_total": time.monotonic() - t0,
         "seconds_per_round": sum(h["seconds"] for h in tracker.history) / n if n else 0.0,
         "client_exit_codes": codes, "security_events": len(state.security_log),

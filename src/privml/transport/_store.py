@@ -10,7 +10,9 @@ one transaction, so a crash (SIGKILL included) leaves either all of a write or n
 - ``add_update``    one accepted update with its delta and the client's ``last_seen``;
 - ``close_round``   the outcome, the new model, the strategy's server state, the deltas of
                     the closed round dropped (only the open round's are needed to resume),
-                    and the next round's sample when it starts at once.
+                    and the next round's sample when it starts at once;
+- ``add_evaluation`` / ``close_evaluation``  one client's evaluation report, and the
+                    example-weighted result of an evaluation round.
 
 The store holds bytes and JSON only; encoding parameters is the coordinator's job. The
 schema version lives in ``PRAGMA user_version`` (as in :mod:`privml.sim._runs`): a database
@@ -30,10 +32,10 @@ from typing import Any
 
 from privml._exceptions import ConfigError, DataError
 
-__all__ = ["SCHEMA_VERSION", "ClosedRound", "CoordinatorStore", "RoundRecord", "RunRecord",
-           "StoredState", "StoredUpdate"]
+__all__ = ["SCHEMA_VERSION", "ClosedRound", "CoordinatorStore", "EvaluationRecord",
+           "RoundRecord", "RunRecord", "StoredState", "StoredUpdate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE runs (
@@ -75,6 +77,21 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (run_id, round)
     );
     """,
+    2: """
+    CREATE TABLE evaluations (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        round INTEGER NOT NULL, client_id TEXT NOT NULL, num_examples INTEGER NOT NULL,
+        loss REAL NOT NULL, accuracy REAL NOT NULL, reported_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, round, client_id)
+    );
+    CREATE TABLE evaluation_rounds (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        round INTEGER NOT NULL, reported TEXT NOT NULL, missing TEXT NOT NULL,
+        reason TEXT NOT NULL, examples INTEGER NOT NULL, loss REAL, accuracy REAL,
+        closed_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, round)
+    );
+    """,
 }
 
 
@@ -92,7 +109,7 @@ class RunRecord:
     created_at: str
     config: dict[str, Any]
     model_spec_json: str
-    status: str  # "running" or "finished"
+    status: str  # "running", "finished" or "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +159,26 @@ class ClosedRound:
     state: StoredState
     finished: bool
     next_sample: tuple[str, ...] | None = None  # the next round, when it starts at once
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRecord:
+    """A closed evaluation round: who reported, and the example-weighted result."""
+
+    round: int
+    reported: tuple[str, ...]
+    missing: tuple[str, ...]  # sampled, but dropped or out of time
+    reason: str
+    examples: int
+    loss: float | None  # None when no example was measured
+    accuracy: float | None
+
+    def summary(self) -> dict[str, float]:
+        out = {"round": float(self.round), "examples": float(self.examples),
+               "evaluators": float(len(self.reported))}
+        if self.loss is not None and self.accuracy is not None:
+            out.update(loss=self.loss, accuracy=self.accuracy)
+        return out
 
 
 class CoordinatorStore:
@@ -276,6 +313,38 @@ class CoordinatorStore:
                 db.execute("UPDATE runs SET status='finished' WHERE id=?", (run_id,))
             if closed.next_sample is not None:
                 self._start(db, run_id, r + 1, closed.next_sample)
+
+    def add_evaluation(self, run_id: str, client_id: str, *, round_: int, num_examples: int,
+                       loss: float, accuracy: float) -> None:
+        """One client's evaluation of the model after ``round_`` (and it was seen)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?)",
+                       (run_id, round_, client_id, num_examples, loss, accuracy, self._now()))
+            self._seen(db, run_id, client_id)
+
+    def close_evaluation(self, run_id: str, round_: int, *, reported: Sequence[str],
+                         missing: Sequence[str], reason: str,
+                         summary: Mapping[str, float]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO evaluation_rounds VALUES (?,?,?,?,?,?,?,?,?)",
+                       (run_id, round_, json.dumps(list(reported)), json.dumps(list(missing)),
+                        reason, int(summary.get("examples", 0)), summary.get("loss"),
+                        summary.get("accuracy"), self._now()))
+
+    def evaluation_rounds(self, run_id: str) -> list[EvaluationRecord]:
+        rows = self._db.execute(
+            "SELECT round, reported, missing, reason, examples, loss, accuracy"
+            " FROM evaluation_rounds WHERE run_id = ? ORDER BY round", (run_id,)).fetchall()
+        return [EvaluationRecord(r[0], _names(r[1]), _names(r[2]), r[3], r[4], r[5], r[6])
+                for r in rows]
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        """Mark a run "running", "finished" or "stopped" (an admin ended it early)."""
+        if status not in ("running", "finished", "stopped"):
+            raise ConfigError(f"unknown run status {status!r}")
+        with self._tx() as db:
+            if db.execute("UPDATE runs SET status=? WHERE id=?", (status, run_id)).rowcount != 1:
+                raise ConfigError(f"no run {run_id!r} in {self.path}")
 
     def record_refusal(self, client: str, path: str, code: str, detail: str, *,
                        run_id: str | None = None) -> None:

@@ -10,26 +10,60 @@ endpoints. Refusals go to the same security log as the device port's.
 
 This port requests no client certificate at all, so a device's certificate can never stand
 in for a token here; the device port in turn refuses any ``Authorization`` header.
+
+``POST /v1/admin/runs`` starts a new run once the current one (if any) has finished or was
+stopped: the server's run factory builds its coordinator (persisted in the same store), and
+it replaces the old one for both ports at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 
-from privml._exceptions import PeerError, RequestError
+from privml._exceptions import ConfigError, PeerError, ProtocolError, RequestError
+from privml.transport._coordinator import Coordinator
 from privml.transport._tokens import TokenStore, kind_of
-from privml.transport.server import HEADER_PROTOCOL, PROTOCOL_VERSION, ServerState, refuse
+from privml.transport.server import (
+    HEADER_PROTOCOL,
+    PROTOCOL_VERSION,
+    ServerState,
+    idle_status,
+    install_error_handlers,
+    refuse,
+)
 
 __all__ = ["create_web_app"]
 
 log = logging.getLogger("privml.server")
 _ADMIN_PREFIX = "/v1/admin/"
 _UNAUTHENTICATED = frozenset({"/openapi.json"})
+
+
+class RunRequest(BaseModel):
+    """An admin's settings for a new run; what is left out comes from the server's own
+    flags. Ranges are checked by ``RunConfig`` (a refusal there is ``invalid_config``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    rounds: int
+    clients_per_round: int
+    min_updates: int | None = None
+    min_clients: int | None = None
+    round_timeout: float | None = None
+    strategy: str | None = Field(default=None, max_length=32)
+    epochs: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    model: str | None = Field(default=None, max_length=32,
+                              description="zoo model (logreg, mlp, cnn); default: the "
+                              "server's --model")
+    eval_every: int | None = Field(default=None, ge=0)
 
 
 def _bearer(request: Request) -> str:
@@ -69,7 +103,6 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
                   docs_url=None, redoc_url=None,
                   # Documents the scheme in the OpenAPI schema; the middleware enforces it.
                   dependencies=[Depends(HTTPBearer(auto_error=False))])
-    coord = state.coordinator
 
     @app.middleware("http")
     async def guard(request: Request,
@@ -82,31 +115,87 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
             if version != str(PROTOCOL_VERSION):
                 raise RequestError(f"protocol version {version!r} not supported",
                                    code="protocol_version", status=426)
+            request.state.client = who  # how the shared error handlers name the caller
             kind, label = _authenticate(request, tokens)
             request.state.token = (kind, label)
             return await call_next(request)
         except PeerError as exc:
             return refuse(state, request, who, exc)
 
+    install_error_handlers(app, state)
+
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
         with state.lock:
-            return coord.status()
+            coord = state.current
+            return idle_status() if coord is None else coord.status()
 
     @app.get("/v1/admin/status")
     async def admin_status() -> dict[str, Any]:
         with state.lock:
-            body = coord.status()
-            body.update(config=coord.config.to_dict(), finished=coord.finished)
+            coord = state.current
+            if coord is None:
+                body = {**idle_status(), "config": None, "finished": None}
+            else:
+                body = coord.status()
+                body.update(config=coord.config.to_dict(), finished=coord.finished)
         body.update(stop_requested=state.stop_requested.is_set(),
                     security_events=state.refusals)
         return body
 
     @app.post("/v1/admin/stop")
     async def admin_stop(request: Request) -> dict[str, Any]:
+        """End the current run now (its open round is abandoned, clients are told "done");
+        a server that serves one run then exits, one that keeps serving waits idle."""
         _, label = request.state.token
-        state.stop_requested.set()
+        with state.lock:
+            if state.current is not None:
+                state.current.stop()
+            state.stop_requested.set()
         log.warning("stop requested by admin token %r", label)
         return {"stopping": True}
 
+    @app.post("/v1/admin/runs", status_code=201)
+    async def admin_runs(request: Request, settings: RunRequest) -> dict[str, Any]:
+        """Start a new run once the current one (if any) has finished or was stopped."""
+        _, label = request.state.token
+        coord = await _start_run(state, settings)
+        log.warning("run %s started by admin token %r", coord.run_id, label)
+        return {"run": coord.run_id, "config": coord.config.to_dict()}
+
     return app
+
+
+async def _start_run(state: ServerState, settings: RunRequest) -> Coordinator:
+    # One start at a time, and never blocking this event loop (the start in progress
+    # finishes on it): a second start meanwhile is refused like one during a run.
+    if not state.starting.acquire(blocking=False):
+        raise ProtocolError("another run is being started", code="run_active", status=409)
+    try:
+        with state.lock:
+            _check_can_start(state)
+            factory = state.new_run
+        assert factory is not None  # (checked above)
+        try:
+            # Builds a model and writes to the store: off the event loop, and without
+            # state.lock, so requests and ticks go on meanwhile.
+            coord = await asyncio.to_thread(factory, settings.model_dump(exclude_none=True))
+        except ConfigError as exc:
+            raise RequestError(str(exc), code="invalid_config", status=422) from None
+        with state.lock:
+            state.current = coord
+            state.stop_requested.clear()  # a stop was for the run before
+        return coord
+    finally:
+        state.starting.release()
+
+
+def _check_can_start(state: ServerState) -> None:
+    if state.current is not None and not state.current.finished:
+        raise ProtocolError(f"run {state.current.run_id} is still running; stop it first "
+                            "(POST /v1/admin/stop) or wait for it to finish",
+                            code="run_active", status=409)
+    if state.new_run is None:
+        raise ProtocolError("this server serves a single run and exits when it ends; start "
+                            "it with --keep-serving to run more", code="no_new_runs",
+                            status=409)

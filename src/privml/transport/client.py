@@ -41,6 +41,7 @@ class ClientReport:
     client_id: str = ""
     run: str = ""
     rounds_trained: list[int] = field(default_factory=list)
+    rounds_evaluated: list[int] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     retries: int = 0
 
@@ -56,7 +57,7 @@ class FederatedClient:
         from privml.transport.tls import client_ssl_context
 
         self.data = data
-        self.eval_data = eval_data  # held-out local data: federated evaluation
+        self.eval_data = eval_data  # held-out local data, for evaluation rounds
         self.train_fn = train_fn
         self.max_retries = max_retries
         self.backoff = backoff
@@ -126,9 +127,8 @@ class FederatedClient:
                           prox_mu=float(opts.get("prox_mu", 0.0)))
         seed = int(np.random.SeedSequence(
             [int(task["round"]), *self.report.client_id.encode()]).generate_state(1)[0])
-        metrics = self._evaluate()  # the received global model, before local training
         result = self.train_fn(self._model, self.data, cfg, seed, self._params)
-        metrics["train_loss"] = result.loss
+        metrics = {"train_loss": result.loss}
         delta = pm.subtract(get_params(self._model), self._params)
         body = pm.encode(delta)
         headers = {"X-Privml-Run": task["run"], "X-Privml-Round": str(task["round"]),
@@ -143,18 +143,28 @@ class FederatedClient:
             self.report.refused.append(exc.code)
             log.warning("update for round %s refused: %s", task["round"], exc)
 
-    def _evaluate(self) -> dict[str, float]:
-        if self.eval_data is None or len(self.eval_data) == 0:
-            return {}
-        from privml.train import evaluate
+    def _evaluate(self, task: dict[str, Any]) -> None:
+        """Measure the global model on the held-out local data and report only the figures
+        (a client without held-out data reports zero examples, so the round need not wait)."""
+        report: dict[str, Any] = {"run": task["run"], "round": int(task["round"]),
+                                  "num_examples": 0, "loss": 0.0, "accuracy": 0.0}
+        if self.eval_data is not None and len(self.eval_data) > 0:
+            from privml.train import evaluate
 
-        x, y = self.eval_data.take(slice(None))
-        ev = evaluate(self._model, x, y)
-        return {"eval_loss": ev.loss, "eval_accuracy": ev.accuracy,
-                "eval_examples": float(ev.num_examples)}
+            self._fetch_model()
+            set_params(self._model, self._params)
+            x, y = self.eval_data.take(slice(None))
+            ev = evaluate(self._model, x, y)
+            report.update(num_examples=ev.num_examples, loss=ev.loss, accuracy=ev.accuracy)
+        try:
+            self._request("POST", "/v1/evaluation", json=report)
+            self.report.rounds_evaluated.append(int(task["round"]))
+        except ServerRefusedError as exc:  # e.g. the evaluation closed meanwhile
+            self.report.refused.append(exc.code)
+            log.warning("evaluation of round %s refused: %s", task["round"], exc)
 
     def run(self, *, max_seconds: float = 3600.0) -> ClientReport:
-        """Enrol, then train whenever asked, until the run is done."""
+        """Enrol, then train or evaluate whenever asked, until the run is done."""
         info = self._request("POST", "/v1/enrol").json()
         self.report.client_id, self.report.run = info["client_id"], info["run"]
         deadline = time.monotonic() + max_seconds
@@ -164,6 +174,8 @@ class FederatedClient:
                 return self.report
             if task["action"] == "train":
                 self._train(task)
+            elif task["action"] == "evaluate":
+                self._evaluate(task)
             elif task["action"] == "enrol":  # e.g. the coordinator restarted
                 self._request("POST", "/v1/enrol")
             else:

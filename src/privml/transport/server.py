@@ -10,6 +10,10 @@ The web port (:mod:`privml.transport._webapp`) shares this :class:`ServerState` 
 uvicorn thread, so every call on the coordinator holds ``state.lock``. Each port refuses the
 other's credentials: a bearer token sent here is answered ``wrong_port`` (a token must never
 be mistaken for, or leaked alongside, a device's certificate).
+
+A server may be idle (no run yet) and an admin may replace a finished run with a new one
+(``POST /v1/admin/runs`` on the web port), so every request reads the run afresh from the
+state; while idle, clients are told to wait and run-bound endpoints answer ``no_run``.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from privml._exceptions import DataError, PeerError, ProtocolError, RequestError
-from privml.transport._coordinator import Coordinator, UpdateMeta
+from privml.transport._coordinator import Coordinator, EvaluationReport, UpdateMeta
+from privml.transport._store import CoordinatorStore
 
-__all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app", "refuse"]
+__all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app",
+           "idle_status", "install_error_handlers", "refuse"]
 
 PROTOCOL_VERSION = 1
 # The update's metadata travels in headers and its parameters as the raw body; both are read
@@ -56,6 +62,9 @@ UPDATE_OPENAPI: dict[str, Any] = {
 MAX_WAIT = 30.0  # longest long-poll of /v1/task, seconds
 LONG_POLL_STEP = 0.01
 SUPPORTED = {"min": 1, "max": 1}
+# What a client hears while the server has no run: ask again (long polls return early when
+# a run starts, and its coordinator then tells the client to enrol).
+_IDLE_TASK: dict[str, Any] = {"action": "wait", "run": None, "retry_after": 1.0}
 HEADER_PROTOCOL = "x-privml-protocol"
 log = logging.getLogger("privml.server")
 
@@ -69,6 +78,9 @@ class SecurityEvent:
     detail: str
 
 
+RunFactory = Callable[[dict[str, Any]], Coordinator]
+
+
 @dataclass(slots=True)
 class ServerState:
     """What the apps share between requests.
@@ -76,9 +88,15 @@ class ServerState:
     The device and web apps run in two uvicorn threads: ``lock`` serialises calls on the
     coordinator (each is short and synchronous). ``stop_requested`` is a threading.Event,
     not an asyncio one, because the web thread sets it and the runner's thread waits on it.
+
+    ``current`` is the run being served, ``None`` while the server is idle; it is only ever
+    replaced (under ``lock``), never reset to ``None``. ``new_run`` builds the next run from
+    an admin's settings (``None``: this server takes no new runs); ``starting`` keeps two
+    admins from starting runs at once without holding ``lock`` while a model is built.
+    ``store`` keeps the security log of an idle server (a run brings its own store).
     """
 
-    coordinator: Coordinator
+    current: Coordinator | None
     is_revoked: Callable[[str], bool]
     max_body: int = 64 * 1024 * 1024
     tick_seconds: float = 0.2
@@ -88,6 +106,49 @@ class ServerState:
     refusals: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_requested: threading.Event = field(default_factory=threading.Event)
+    store: CoordinatorStore | None = None
+    new_run: RunFactory | None = None
+    starting: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """The current run; while idle, a 409 ``no_run`` refusal (so an endpoint that needs
+        a run refuses without a check of its own). Code that must tell idle apart reads
+        ``current``."""
+        if self.current is None:
+            raise no_run(409)
+        return self.current
+
+
+def no_run(status: int) -> ProtocolError:
+    return ProtocolError("no run is being served; an admin starts one with "
+                         "POST /v1/admin/runs", code="no_run", status=status)
+
+
+def idle_status() -> dict[str, Any]:
+    """``/v1/status`` of a server without a run (the keys of ``Coordinator.status``)."""
+    return {"run": None, "phase": "idle", "round": 0, "rounds": None, "completed": 0,
+            "failed": 0, "available": 0, "sampled": 0, "accepted": 0, "reported": 0,
+            "model_etag": None, "last_evaluation": None}
+
+
+def install_error_handlers(app: FastAPI, state: ServerState) -> None:
+    """Both ports' answers to a failed store and to FastAPI's own validation errors."""
+
+    @app.exception_handler(DataError)
+    async def storage_failed(request: Request, exc: DataError) -> JSONResponse:
+        # The coordinator's store failed: what was being written did not count (or the run
+        # stopped and must be resumed from disk). Not the client's fault, so not a 4xx.
+        log.error("%s %s: storage failed: %s", request.method, request.url.path, exc)
+        return _error(503, "storage_unavailable", "the coordinator could not store its "
+                      "state; retry later")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 body differs from ours; every refusal has one shape.
+        err = RequestError(f"malformed request: {exc.errors()[:3]}", code="bad_request",
+                           status=422)
+        return refuse(state, request, getattr(request.state, "client", "?"), err)
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -137,8 +198,9 @@ def _meta(request: Request) -> UpdateMeta:
         raise RequestError(f"bad update metadata: {exc}", code="bad_metadata") from None
 
 
-def create_device_app(state: ServerState) -> FastAPI:
-    """The device-port application (mutual TLS; Python clients)."""
+def _ticking(
+        state: ServerState) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """The device app's lifespan: it ticks the current run (round deadlines) while it serves."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -148,24 +210,15 @@ def create_device_app(state: ServerState) -> FastAPI:
         finally:
             ticker.cancel()
 
+    return lifespan
+
+
+def create_device_app(state: ServerState) -> FastAPI:
+    """The device-port application (mutual TLS; Python clients)."""
     app = FastAPI(title="privml coordinator (device port)", version=str(PROTOCOL_VERSION),
-                  lifespan=lifespan)
-    coord = state.coordinator
+                  lifespan=_ticking(state))
 
-    @app.exception_handler(DataError)
-    async def storage_failed(request: Request, exc: DataError) -> JSONResponse:
-        # The coordinator's store failed: what was being written did not count (or the run
-        # stopped and must be resumed from disk). Not the client's fault, so not a 4xx.
-        log.error("%s %s: storage failed: %s", request.method, request.url.path, exc)
-        return _error(503, "storage_unavailable", "the coordinator could not store its "
-                      "state; retry later")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own 422 body differs from ours; every refusal has one shape.
-        err = RequestError(f"malformed request: {exc.errors()[:3]}", code="bad_request",
-                           status=422)
-        return refuse(state, request, getattr(request.state, "client", "?"), err)
+    install_error_handlers(app, state)
 
     @app.middleware("http")
     async def guard(request: Request,
@@ -194,8 +247,12 @@ def create_device_app(state: ServerState) -> FastAPI:
     @app.post("/v1/enrol")
     async def enrol(request: Request) -> dict[str, Any]:
         with state.lock:
-            coord.enrol(request.state.client, time.monotonic())
-        return {"client_id": request.state.client, "run": coord.run_id}
+            coord = state.current
+            if coord is not None:
+                coord.enrol(request.state.client, time.monotonic())
+        # Idle: nothing to join yet; the first run tells the client to enrol again.
+        return {"client_id": request.state.client,
+                "run": None if coord is None else coord.run_id}
 
     @app.get("/v1/task")
     async def task(request: Request, wait: float = 0.0) -> dict[str, Any]:
@@ -204,7 +261,9 @@ def create_device_app(state: ServerState) -> FastAPI:
         until = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
         while True:
             with state.lock:
-                answer = coord.task(request.state.client, time.monotonic())
+                coord = state.current
+                answer = (dict(_IDLE_TASK) if coord is None
+                          else coord.task(request.state.client, time.monotonic()))
             if answer["action"] != "wait" or time.monotonic() >= until:
                 return answer
             # Server-side polling of in-memory state: cheap, and the two ports run in
@@ -214,6 +273,9 @@ def create_device_app(state: ServerState) -> FastAPI:
     @app.get("/v1/model")
     async def model(request: Request) -> Response:
         with state.lock:  # the etag and the bytes must come from the same model
+            coord = state.current
+            if coord is None:
+                raise no_run(404)
             etag, body = f'"{coord.etag}"', coord.model_bytes
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
@@ -224,21 +286,29 @@ def create_device_app(state: ServerState) -> FastAPI:
     async def update(request: Request) -> Response:
         return await _submit(state, request)
 
+    @app.post("/v1/evaluation")
+    async def evaluation(request: Request, report: EvaluationReport) -> dict[str, Any]:
+        """The metrics a client measured for the global model on its own held-out data,
+        answering an ``evaluate`` task."""
+        with state.lock:
+            return state.coordinator.evaluation(request.state.client, report,
+                                                time.monotonic())
+
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
         with state.lock:
-            return coord.status()
+            coord = state.current
+            return idle_status() if coord is None else coord.status()
 
     return app
 
 
 async def _submit(state: ServerState, request: Request) -> Response:
     client = request.state.client
-    coord = state.coordinator
     try:
         body = await _read_body(request, state.max_body)
         with state.lock:
-            result = coord.submit(client, _meta(request), body, time.monotonic())
+            result = state.coordinator.submit(client, _meta(request), body, time.monotonic())
     except PeerError as exc:
         return refuse(state, request, client, exc)
     return JSONResponse(result)
@@ -250,10 +320,11 @@ def refuse(state: ServerState, request: Request, client: str, exc: PeerError) ->
     with state.lock:  # both ports' threads log here
         state.security_log.append(event)
         state.refusals += 1
-        store = state.coordinator.store
+        coord = state.current
+        store = state.store if coord is None or coord.store is None else coord.store
         if store is not None:  # the persistent security log
             store.record_refusal(client, request.url.path, exc.code, str(exc),
-                                 run_id=state.coordinator.run_id)
+                                 run_id=None if coord is None else coord.run_id)
     log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, exc.code)
     extra = {"supported": SUPPORTED} if exc.code == "protocol_version" else {}
     status = exc.status if isinstance(exc, PeerError) else ProtocolError.status
@@ -261,13 +332,18 @@ def refuse(state: ServerState, request: Request, client: str, exc: PeerError) ->
 
 
 async def _tick_forever(state: ServerState) -> None:
+    broken: Coordinator | None = None
     while True:
         await asyncio.sleep(state.tick_seconds)
+        coord = state.current
         try:
             with state.lock:
-                state.coordinator.tick(time.monotonic())
+                coord = state.current
+                if coord is not None and coord is not broken:
+                    coord.tick(time.monotonic())
         except DataError as exc:
-            # The store failed mid-close: the run must be resumed from disk; stop serving it.
+            # The store failed mid-close: the run must be resumed from disk; stop serving it
+            # (and stop ticking it, but not a run that may follow it).
             log.error("coordinator stopped: %s", exc)
+            broken = coord
             state.stop_requested.set()
-            return
