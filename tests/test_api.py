@@ -10,7 +10,8 @@ import pytest
 import privml
 
 PACKAGES = ["privml", "privml.params", "privml.protocol", "privml.strategies", "privml.data",
-            "privml.models", "privml.train", "privml.sim", "privml.cli", "privml.transport"]
+            "privml.models", "privml.train", "privml.sim", "privml.cli", "privml.transport",
+            "privml.secagg", "privml.secagg.hazmat"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

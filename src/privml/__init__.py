@@ -11,6 +11,8 @@ from privml._exceptions import (
     ProtocolError,
     ReplayError,
     RequestError,
+    RoundAbortedError,
+    SecAggError,
     UnknownClientError,
 )
 
@@ -27,6 +29,8 @@ __all__ = [
     "ProtocolError",
     "ReplayError",
     "RequestError",
+    "RoundAbortedError",
+    "SecAggError",
     "UnknownClientError",
     "__version__",
 ]

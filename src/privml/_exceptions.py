@@ -15,7 +15,12 @@ server can answer the first with a 4xx and treat the second as its own bug or co
             ├── LateUpdateError       an update for a round that is closed or not current
             ├── DuplicateUpdateError  a second update from the same client in one round
             ├── ReplayError           an update id that was seen before
-            └── UnknownClientError    an update from a client not sampled for the round
+            ├── UnknownClientError    an update from a client not sampled for the round
+            └── SecAggError           a secure-aggregation message refused (its code says why:
+                                      truncated, bad_message, bad_tag, bad_key, wrong_sender,
+                                      wrong_round, wrong_stage, replay, not_participant)
+    RoundAbortedError      a secure-aggregation round cannot finish safely (too few
+                           survivors or shares); nothing about any input is revealed
 
 Every :class:`PeerError` carries a short machine-readable ``code`` and the HTTP status a
 server answers it with, so the wire error body is ``{"error": code, "detail": str(exc)}``.
@@ -36,6 +41,8 @@ __all__ = [
     "ProtocolError",
     "ReplayError",
     "RequestError",
+    "RoundAbortedError",
+    "SecAggError",
     "UnknownClientError",
 ]
 
@@ -107,3 +114,22 @@ class UnknownClientError(ProtocolError):
 
     code = "not_sampled"
     status = 403
+
+
+class SecAggError(ProtocolError):
+    """A secure-aggregation message was refused; the receiving machine's state is unchanged.
+
+    ``code`` tells the reason apart: ``truncated`` / ``bad_message`` (it does not decode),
+    ``bad_tag`` (an encrypted share failed authentication), ``bad_key`` (a malformed or
+    low-order public key), ``wrong_sender``, ``wrong_round``, ``wrong_stage``, ``replay``
+    (the same sender's message for this stage again), ``not_participant``.
+    """
+
+    code = "secagg_refused"
+    status = 409
+
+
+class RoundAbortedError(PrivmlError):
+    """A secure-aggregation round cannot finish safely: fewer survivors than
+    ``min_survivors``, or fewer than ``shamir_threshold`` shares for a client. The round
+    reveals nothing; the caller starts another."""

@@ -331,6 +331,17 @@ def server_cmd(
         help="Enrolled clients a round waits for before it starts.")] = 1,
     eval_every: Annotated[int, typer.Option(
         help="An evaluation round after every k-th round and the last (0: none).")] = 5,
+    secagg: Annotated[bool, typer.Option(
+        help="Secure aggregation (SecAgg+): the server sees only the sum of the updates.")]
+    = False,
+    secagg_clip: Annotated[float, typer.Option(
+        help="With --secagg: each update coordinate is clipped to [-clip, clip].")] = 2.0,
+    min_survivors: Annotated[int | None, typer.Option(
+        help="With --secagg: the fewest clients whose sum may be revealed "
+        "(default max(2, n/2)).", show_default=False)] = None,
+    shamir_threshold: Annotated[int | None, typer.Option(
+        help="With --secagg: shares that rebuild a client's secret (default: a majority "
+        "of its neighbours).", show_default=False)] = None,
     device_port: Annotated[int, typer.Option(help="mTLS port for Python clients "
                                              "(0: any free port).")] = 8443,
     web_port: Annotated[int, typer.Option(help="Bearer-token port (0: any free port).")]
@@ -377,7 +388,8 @@ def server_cmd(
         store = CoordinatorStore(federation / "server.db")
         defaults = {"min_updates": min_updates, "round_timeout": round_timeout,
                     "strategy": strategy, "epochs": epochs, "min_clients": min_clients,
-                    "eval_every": eval_every}
+                    "eval_every": eval_every, "secagg": secagg, "secagg_clip": secagg_clip,
+                    "min_survivors": min_survivors, "shamir_threshold": shamir_threshold}
         factory = _run_factory(model=model, dataset=dataset, seed=seed, defaults=defaults,
                                store=store)
         coord: Coordinator | None = None

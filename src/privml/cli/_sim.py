@@ -84,6 +84,10 @@ def sim_cmd(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest for small "
                                          "models; 0 keeps torch's default).")] = 1,
+    secagg: Annotated[bool, typer.Option(help="Secure aggregation (SecAgg+) of each round: "
+                                         "only the sum of the updates is revealed.")] = False,
+    secagg_clip: Annotated[float, typer.Option(help="With --secagg: update coordinates are "
+                                               "clipped to [-clip, clip].")] = 2.0,
 ) -> None:
     """Run a federated simulation in this process."""
     from privml.sim import SimConfig, run_simulation
@@ -92,7 +96,8 @@ def sim_cmd(
                     rounds=rounds, alpha=_alpha(alpha), strategy=strategy, seed=seed,
                     epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                     momentum=momentum, mu=mu, server_lr=server_lr, dropout=dropout,
-                    min_updates=min_updates, data_path=data_path, label=label)
+                    min_updates=min_updates, data_path=data_path, label=label,
+                    secagg=secagg, secagg_clip=secagg_clip)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}")
     result = run_simulation(cfg, progress=progress, threads=threads or None)
@@ -113,6 +118,9 @@ def demo_cmd(
     sim: Annotated[bool, typer.Option("--sim", help="Run the federation in this process "
                                       "(20 simulated clients) instead of over the network.")]
     = False,
+    secagg: Annotated[bool, typer.Option(
+        help="Secure aggregation (SecAgg+): the coordinator sees only the sum of the "
+        "updates.")] = True,
 ) -> None:
     """Run the main job on the embedded defaults.
 
@@ -128,9 +136,10 @@ def demo_cmd(
     from privml.sim._config import RoundRecord
     from privml.transport import NetworkConfig, run_network_federation
 
-    cfg = NetworkConfig()
+    cfg = NetworkConfig(secagg=secagg)
     out.print(f"[bold]privml demo[/]: coordinator on 127.0.0.1 over mutual TLS, {cfg.clients} "
-              f"client processes on digits (Dirichlet alpha {cfg.alpha}), {cfg.rounds} rounds")
+              f"client processes on digits (Dirichlet alpha {cfg.alpha}), {cfg.rounds} rounds"
+              f"{', secure aggregation (SecAgg+)' if secagg else ''}")
     summary = run_network_federation(cfg, out_dir, progress=progress)
     names = [f.name for f in fields(RoundRecord)]
     history = [RoundRecord(**{k: h[k] for k in names}) for h in summary["history"]]
@@ -142,6 +151,7 @@ def demo_cmd(
         write_json(json_path, summary)
     out.print(summary_table(summary, "privml demo over HTTPS (mutual TLS)"))
     out.print(f"transport: {summary['transport']} ({summary['tls_version']}), "
+              f"secure aggregation: {'on' if summary['secagg'] else 'off'}, "
               f"security events: {summary['security_events']}")
     out.print(f"federated evaluation (final model, on the clients' own held-out data): "
               f"{summary['federated_accuracy']:.4f} on {summary['federated_examples']:.0f} "

@@ -8,6 +8,7 @@ from typing import Any
 
 from privml._exceptions import ConfigError
 from privml.params import Params
+from privml.secagg import FixedPoint
 
 __all__ = ["RoundRecord", "SimConfig", "SimResult"]
 
@@ -42,6 +43,9 @@ class SimConfig:
     round_timeout: float = 60.0  # virtual seconds; only stragglers make it matter
     data_path: str | None = None
     label: str = "label"
+    secagg: bool = False  # secure aggregation (SecAgg+) of each round's updates
+    secagg_clip: float = 2.0  # each update coordinate clipped to [-clip, clip] first
+    secagg_bits: int = 32  # the sum lives in Z_{2^bits}
 
     def __post_init__(self) -> None:
         _positive_int("clients", self.clients)
@@ -58,6 +62,8 @@ class SimConfig:
                 f"min_updates ({self.min_updates}) exceeds clients per round ({self.per_round})")
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if self.secagg:
+            self.encoding()  # refuses settings whose sum could wrap
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -68,6 +74,10 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def encoding(self) -> FixedPoint:
+        """The fixed-point encoding of updates under secure aggregation."""
+        return FixedPoint(clip=self.secagg_clip, clients=self.per_round, bits=self.secagg_bits)
 
 
 @dataclass(frozen=True, slots=True)

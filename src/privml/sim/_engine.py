@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from privml import params as pm
+from privml._exceptions import RoundAbortedError
 from privml.data import ClientData, Dataset, load_dataset, partition
 from privml.models import build_torch, zoo
 from privml.params import Params
@@ -35,6 +36,7 @@ from privml.protocol import (
     Tick,
     UpdateReceived,
 )
+from privml.secagg import run_round
 from privml.sim._config import RoundRecord, SimConfig, SimResult
 from privml.strategies import ClientUpdate, ServerState, make_strategy
 from privml.train import TrainConfig, TrainFn, evaluate, get_params, set_params, train_local
@@ -98,9 +100,29 @@ class _Federation:
                                    self.clock)
 
     def aggregate(self, action: Aggregate) -> None:
+        if self.cfg.secagg:
+            mean = self._secure_mean(action)
+            if mean is not None:
+                self.global_params, self.state = self.strategy.apply(self.global_params, mean,
+                                                                     self.state)
+            return
         ups = [self.updates[c] for c in action.client_ids]
         self.global_params, self.state = self.strategy.aggregate(self.global_params, ups,
                                                                  self.state)
+
+    def _secure_mean(self, action: Aggregate) -> Params | None:
+        """The round's mean delta through SecAgg+ (every party in this process, every
+        message through its bytes); None, and the model kept, if the round aborts."""
+        fp = self.cfg.encoding()
+        inputs = {c: fp.encode(pm.flatten(self.updates[c].delta), self.updates[c].num_examples)
+                  for c in action.client_ids}
+        try:
+            result = run_round(inputs, run=f"sim-{self.cfg.seed}", round_=action.round,
+                               bits=fp.bits)
+        except RoundAbortedError:
+            return None
+        mean, _ = fp.decode(result.total)
+        return pm.unflatten(mean.astype(np.float32), pm.spec_of(self.global_params))
 
     def close(self, action: CloseRound) -> RoundRecord:
         set_params(self.model, self.global_params)

@@ -72,6 +72,12 @@ class Strategy(Protocol):
         """New global parameters (and server state) from the round's updates."""
         ...
 
+    def apply(self, global_params: Params, mean: Params,
+              state: ServerState) -> tuple[Params, ServerState]:
+        """The same from the example-weighted mean delta alone (what secure aggregation
+        reveals)."""
+        ...
+
 
 def _check_against(global_params: Mapping[str, np.ndarray], mean: Params) -> None:
     if pm.spec_of(global_params) != pm.spec_of(mean):
@@ -89,7 +95,10 @@ class FedAvg:
 
     def aggregate(self, global_params: Params, updates: Sequence[ClientUpdate],
                   state: ServerState) -> tuple[Params, ServerState]:
-        mean = weighted_mean_delta(updates)
+        return self.apply(global_params, weighted_mean_delta(updates), state)
+
+    def apply(self, global_params: Params, mean: Params,
+              state: ServerState) -> tuple[Params, ServerState]:
         _check_against(global_params, mean)
         return pm.add(global_params, mean), ServerState(step=state.step + 1)
 
@@ -136,7 +145,10 @@ class FedAdam:
 
     def aggregate(self, global_params: Params, updates: Sequence[ClientUpdate],
                   state: ServerState) -> tuple[Params, ServerState]:
-        mean = weighted_mean_delta(updates)
+        return self.apply(global_params, weighted_mean_delta(updates), state)
+
+    def apply(self, global_params: Params, mean: Params,
+              state: ServerState) -> tuple[Params, ServerState]:
         _check_against(global_params, mean)
         new_w: Params = {}
         new_m: Params = {}

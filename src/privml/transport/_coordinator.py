@@ -25,29 +25,26 @@ resume: the model it measured is kept, and training goes on with the next round.
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from privml import params as pm
-from privml._exceptions import ConfigError, DataError, ParamsError, ProtocolError, ReplayError
+from privml._exceptions import DataError, ParamsError, ProtocolError, ReplayError
 from privml.params import Params
 from privml.protocol import (
     Action,
     Aggregate,
     ClientAvailable,
+    ClientDropped,
     CloseEvaluation,
     CloseRound,
     EvaluationReceived,
     Finished,
     Outcome,
     Phase,
-    RoundConfig,
     RoundMachine,
     SendEvaluation,
     SendTask,
@@ -55,93 +52,12 @@ from privml.protocol import (
     UpdateReceived,
 )
 from privml.strategies import ClientUpdate, ServerState, make_strategy
+from privml.transport._runconfig import EvaluationReport, RunConfig, UpdateMeta
+from privml.transport._secure import SecureRound
 from privml.transport._store import ClosedRound, CoordinatorStore, StoredState, StoredUpdate
 
 __all__ = ["Coordinator", "EvaluationReport", "RunConfig", "UpdateMeta",
            "aggregate_evaluations"]
-
-_UPDATE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
-
-
-@dataclass(frozen=True, slots=True)
-class RunConfig:
-    """What the coordinator runs and how strictly it checks updates."""
-
-    rounds: int = 30
-    clients_per_round: int = 8
-    min_clients: int = 1  # a round starts once max(clients_per_round, this) are available
-    min_updates: int = 1
-    round_timeout: float = 60.0
-    strategy: str = "fedavg"
-    mu: float = 0.01
-    server_lr: float = 0.1
-    epochs: int = 5
-    batch_size: int = 16
-    lr: float = 0.05
-    momentum: float = 0.9
-    norm_bound: float | None = None  # refuse updates whose L2 norm exceeds this
-    max_update_bytes: int = 64 * 1024 * 1024
-    seed: int = 0
-    eval_every: int = 0  # evaluation round after every k-th round and the last; 0: none
-    eval_clients: int | None = None  # default: clients_per_round
-    eval_timeout: float | None = None  # default: round_timeout
-
-    def __post_init__(self) -> None:
-        if self.norm_bound is not None and not (math.isfinite(self.norm_bound)
-                                                and self.norm_bound > 0):
-            raise ConfigError(f"norm_bound must be > 0, got {self.norm_bound}")
-        if self.max_update_bytes < 1024:
-            raise ConfigError("max_update_bytes must be at least 1024")
-        make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr)  # validates
-        self.round_config()  # validates the rest
-
-    def round_config(self) -> RoundConfig:
-        return RoundConfig(num_rounds=self.rounds, clients_per_round=self.clients_per_round,
-                           min_clients=self.min_clients, min_updates=self.min_updates,
-                           round_timeout=self.round_timeout,
-                           eval_every=self.eval_every, eval_clients=self.eval_clients,
-                           eval_timeout=self.eval_timeout)
-
-    def train_options(self) -> dict[str, Any]:
-        prox = make_strategy(self.strategy, mu=self.mu).client_options().get("prox_mu", 0.0)
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                "momentum": self.momentum, "prox_mu": prox}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateMeta:
-    """What a client says about its update (from request headers)."""
-
-    run: str
-    round: int
-    update_id: str
-    num_examples: int
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not _UPDATE_ID.fullmatch(self.update_id):
-            raise ProtocolError("update id must be 8-64 characters of [A-Za-z0-9_-]",
-                                code="bad_update_id", status=400)
-        if self.num_examples < 1 or self.round < 1:
-            raise ProtocolError("round and num_examples must be >= 1", code="bad_metadata",
-                                status=400)
-
-
-class EvaluationReport(BaseModel):
-    """A client's answer to an ``evaluate`` task: the global model measured on its own
-    held-out data (``num_examples`` = 0: it holds none, and weighs nothing)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    run: str = Field(max_length=64)
-    round: int = Field(ge=1)
-    num_examples: int = Field(ge=0, le=2**31)
-    loss: float = Field(ge=0.0)
-    accuracy: float = Field(ge=0.0, le=1.0)
-
 
 @dataclass(slots=True)
 class _Accepted:
@@ -199,6 +115,8 @@ class Coordinator:
         self._recorded_round = 0  # the last round whose start (sample) is on disk
         self._restore: tuple[tuple[str, ...], dict[str, int]] | None = None
         self._broken: Exception | None = None
+        self._secure: SecureRound | None = None
+        self._secure_mean: Params | None = None
         if store is not None:
             store.create_run(run_id, config=config.to_dict(), model_spec_json=model_spec_json,
                              model=self.model_bytes, etag=self.etag)
@@ -281,11 +199,18 @@ class Coordinator:
         task = self._tasks.get(client_id)
         if task is None and client_id not in self.machine.available:
             return {"action": "enrol", "run": self.run_id}
-        if task is None or client_id in self._accepted:
+        secure = self._secure
+        if task is None or client_id in self._accepted or (
+                secure is not None and secure.round == task.round
+                and secure.joined(client_id)):
             return {"action": "wait", "run": self.run_id, "retry_after": 0.2}
-        return {"action": "train", "run": self.run_id, "round": task.round,
-                "deadline_in": max(0.0, task.deadline - now), "model_etag": self.etag,
-                "train": self.config.train_options()}
+        answer = {"action": "train", "run": self.run_id, "round": task.round,
+                  "deadline_in": max(0.0, task.deadline - now), "model_etag": self.etag,
+                  "train": self.config.train_options()}
+        if secure is not None:
+            answer["deadline_in"] = max(0.0, secure.deadline - now)
+            answer["secagg"] = secure.settings()
+        return answer
 
     def submit(self, client_id: str, meta: UpdateMeta, body: bytes,
                now: float) -> dict[str, Any]:
@@ -296,6 +221,9 @@ class Coordinator:
         """
         self._ready(now)
         digest = hashlib.sha256(body).hexdigest()
+        if self.config.secagg:
+            raise ProtocolError("this run uses secure aggregation: updates travel masked, "
+                                "through /v1/secagg/*", code="secagg_required")
         if meta.run != self.run_id:
             raise ProtocolError(f"run {meta.run!r} is not the current run", code="wrong_run")
         seen = self._seen_ids.get(meta.update_id)
@@ -346,7 +274,48 @@ class Coordinator:
 
     def tick(self, now: float) -> None:
         self._ready(now)
+        if self._secure is not None:
+            self._secure.tick(now)
+            self._settle(now)
         self._apply(self.machine.handle(Tick(), now))
+
+    # ---- secure aggregation (see privml.transport._secure) ----------------------------
+    def _open_secure(self) -> SecureRound:
+        if self._secure is None or self.finished:
+            raise ProtocolError("no secure aggregation is open", code="secagg_closed")
+        return self._secure
+
+    def secagg_post(self, client_id: str, step: str, body: bytes,
+                    now: float) -> dict[str, Any]:
+        """One client's SecAgg+ message for the current stage (SecAggError if refused)."""
+        self._ready(now)
+        answer = self._open_secure().post(client_id, step, body, now)
+        self._settle(now)
+        return answer
+
+    def secagg_get(self, client_id: str, step: str, round_: int, now: float) -> bytes | None:
+        """The coordinator's SecAgg+ message for ``client_id``; None while it is not ready."""
+        self._ready(now)
+        return self._open_secure().get(client_id, step, round_)
+
+    def _settle(self, now: float) -> None:
+        """Once the secure aggregation has ended, tell the round machine who took part."""
+        secure = self._secure
+        if secure is None or secure.outcome is None or secure.settled:
+            return
+        secure.settled = True
+        if self.machine.phase is not Phase.TRAINING or self.machine.round != secure.round:
+            return  # the round closed without it (its deadline passed first)
+        out = secure.outcome
+        if out.mean is not None:
+            self._secure_mean = pm.unflatten(out.mean.astype(np.float32), self.spec)
+        actions: list[Action] = []
+        for cid in self.machine.sampled:
+            if cid not in out.survivors:
+                actions += self.machine.handle(ClientDropped(cid), now)
+        for cid in out.survivors:
+            actions += self.machine.handle(UpdateReceived(cid, secure.round, 1), now)
+        self._apply(actions)
 
     def stop(self) -> None:
         """End the run now (an admin asked): the open round is abandoned, clients are told
@@ -374,6 +343,7 @@ class Coordinator:
         for action in actions:
             if isinstance(action, SendTask):
                 self._tasks[action.client_id] = action
+                self._start_secure(action)
             elif isinstance(action, SendEvaluation):
                 self._eval_tasks[action.client_id] = action
             elif isinstance(action, CloseEvaluation):
@@ -382,8 +352,14 @@ class Coordinator:
                 evaluated = (action, summary)
                 self._close_evaluation(action, summary)
             elif isinstance(action, Aggregate):
-                ups = [self._accepted[c].update for c in action.client_ids]
-                new, self.state = self.strategy.aggregate(self.params, ups, self.state)
+                if self.config.secagg:
+                    assert self._secure_mean is not None
+                    new, self.state = self.strategy.apply(self.params, self._secure_mean,
+                                                          self.state)
+                    self._secure_mean = None
+                else:
+                    ups = [self._accepted[c].update for c in action.client_ids]
+                    new, self.state = self.strategy.aggregate(self.params, ups, self.state)
                 self._set_params(new)
             elif isinstance(action, CloseRound):
                 self.history.append(action)
@@ -400,6 +376,19 @@ class Coordinator:
             self.on_round(closed[0], self.params, dict(closed[1]))
         if evaluated is not None and self.on_evaluation is not None:
             self.on_evaluation(*evaluated)
+
+    def _start_secure(self, task: SendTask) -> None:
+        if not self.config.secagg or (self._secure is not None
+                                      and self._secure.round == task.round):
+            return
+        cfg = self.config
+        self._secure = SecureRound(
+            run=self.run_id, round_=task.round, participants=self.machine.sampled,
+            encoding=cfg.encoding(), config=cfg.secagg_config(),
+            length=sum(int(np.prod(s)) for s in self.spec.values()),
+            first_deadline=task.deadline - (cfg.round_config().round_timeout
+                                            - cfg.round_timeout),
+            stage_timeout=cfg.secagg_stage_timeout)
 
     def _close_evaluation(self, close: CloseEvaluation, summary: dict[str, float]) -> None:
         self.evaluations.append(summary)
@@ -446,6 +435,7 @@ class Coordinator:
             "sampled": len(self.machine.sampled), "accepted": len(self._accepted),
             "reported": len(self._reports), "model_etag": self.etag,
             "last_evaluation": self.evaluations[-1] if self.evaluations else None,
+            "secagg": None if self._secure is None else self._secure.status(),
         }
 
 

@@ -36,6 +36,7 @@ class NetworkConfig:
     epochs: int = 5
     round_timeout: float = 60.0
     eval_every: int = 5  # evaluation rounds on the clients' held-out data (and after the last)
+    secagg: bool = True  # secure aggregation: the coordinator sees only the sum of updates
 
 
 @dataclass(slots=True)
@@ -117,7 +118,8 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
     tracker = _Tracker(ds.x_test, ds.y_test, build_torch(spec))
     coord = Coordinator(
         RunConfig(rounds=cfg.rounds, clients_per_round=cfg.per_round, epochs=cfg.epochs,
-                  round_timeout=cfg.round_timeout, seed=cfg.seed, eval_every=cfg.eval_every),
+                  round_timeout=cfg.round_timeout, seed=cfg.seed, eval_every=cfg.eval_every,
+                  secagg=cfg.secagg),
         run_id=uuid.uuid4().hex, model_spec_json=spec.to_json(), initial=get_params(model),
         on_round=tracker.on_round, on_evaluation=tracker.on_evaluation)
     state = ServerState(coord, Revocations(paths.revoked).is_revoked)
@@ -150,6 +152,8 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
     n = len(tracker.history)
     return {
         "transport": "https", "tls_version": tls, "clients": cfg.clients,
+        "secagg": cfg.secagg,
+        "secagg_encoding": coord.config.encoding().describe() if cfg.secagg else None,
         "per_round": cfg.per_round, "rounds": n,
         "rounds_completed": sum(h["outcome"] == "completed" for h in tracker.history),
         "final_accuracy": final.get("test_accuracy", math.nan),

@@ -64,6 +64,10 @@ class RunRequest(BaseModel):
                               description="zoo model (logreg, mlp, cnn); default: the "
                               "server's --model")
     eval_every: int | None = Field(default=None, ge=0)
+    secagg: bool | None = None
+    secagg_clip: float | None = Field(default=None, gt=0)
+    min_survivors: int | None = Field(default=None, ge=2)
+    shamir_threshold: int | None = Field(default=None, ge=1)
 
 
 def _bearer(request: Request) -> str:

@@ -130,6 +130,9 @@ class FederatedClient:
         result = self.train_fn(self._model, self.data, cfg, seed, self._params)
         metrics = {"train_loss": result.loss}
         delta = pm.subtract(get_params(self._model), self._params)
+        if "secagg" in task:
+            self._secure_submit(task, delta, result.num_examples)
+            return
         body = pm.encode(delta)
         headers = {"X-Privml-Run": task["run"], "X-Privml-Round": str(task["round"]),
                    "X-Privml-Update-Id": secrets.token_urlsafe(16),
@@ -142,6 +145,46 @@ class FederatedClient:
         except ServerRefusedError as exc:  # e.g. the round closed while we trained: carry on
             self.report.refused.append(exc.code)
             log.warning("update for round %s refused: %s", task["round"], exc)
+
+    def _secure_submit(self, task: dict[str, Any], delta: Params, num_examples: int) -> None:
+        """The update goes out only masked: the four SecAgg+ stages, one POST each, with the
+        server's answer between them long-polled. A refusal (dropped, round aborted or
+        over) ends this round's attempt; the task loop carries on."""
+        from privml.secagg import FixedPoint, SecAggClient, decode, encode
+
+        s, rnd = task["secagg"], int(task["round"])
+        try:
+            fp = FixedPoint(clip=float(s["clip"]), clients=int(s["clients"]),
+                            max_weight=int(s["max_weight"]), bits=int(s["bits"]),
+                            noise_bound=int(s["noise_bound"]), frac_bits=int(s["frac_bits"]))
+            # In the coordinator's parameter order (that of the model it sent).
+            encoded = fp.encode(pm.flatten({k: delta[k] for k in self._params}), num_examples)
+            sa = SecAggClient(run=task["run"], round_=rnd, client_id=self.report.client_id)
+            self._post_secagg("advertise-keys", encode(sa.advertise()))
+            got = decode(self._get_secagg("key-directory", rnd))
+            self._post_secagg("share-keys", encode(sa.share_keys(got)))  # type: ignore[arg-type]
+            got = decode(self._get_secagg("share-inbox", rnd))
+            self._post_secagg("masked-input",
+                              encode(sa.masked_input(got, encoded)))  # type: ignore[arg-type]
+            got = decode(self._get_secagg("unmask-request", rnd))
+            self._post_secagg("unmask-shares", encode(sa.unmask(got)))  # type: ignore[arg-type]
+            self.report.rounds_trained.append(rnd)
+        except (PeerError, KeyError, ValueError) as exc:
+            code = getattr(exc, "code", "bad_task")
+            self.report.refused.append(code)
+            log.warning("secure aggregation of round %s ended for this client: %s", rnd, exc)
+
+    def _post_secagg(self, step: str, body: bytes) -> None:
+        self._request("POST", f"/v1/secagg/{step}", content=body,
+                      headers={"Content-Type": "application/octet-stream"})
+
+    def _get_secagg(self, step: str, round_: int) -> bytes:
+        while True:  # 202 until the stage closes; the server's deadlines bound this
+            resp = self._request("GET", f"/v1/secagg/{step}",
+                                 params={"round": round_, "wait": self.long_poll})
+            if resp.status_code == 200:
+                return resp.content
+            self.sleep(0.05)
 
     def _evaluate(self, task: dict[str, Any]) -> None:
         """Measure the global model on the held-out local data and report only the figures

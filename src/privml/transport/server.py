@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -129,7 +130,7 @@ def idle_status() -> dict[str, Any]:
     """``/v1/status`` of a server without a run (the keys of ``Coordinator.status``)."""
     return {"run": None, "phase": "idle", "round": 0, "rounds": None, "completed": 0,
             "failed": 0, "available": 0, "sampled": 0, "accepted": 0, "reported": 0,
-            "model_etag": None, "last_evaluation": None}
+            "model_etag": None, "last_evaluation": None, "secagg": None}
 
 
 def install_error_handlers(app: FastAPI, state: ServerState) -> None:
@@ -153,6 +154,26 @@ def install_error_handlers(app: FastAPI, state: ServerState) -> None:
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status)
+
+
+class SecAggPost(StrEnum):
+    ADVERTISE_KEYS = "advertise-keys"
+    SHARE_KEYS = "share-keys"
+    MASKED_INPUT = "masked-input"
+    UNMASK_SHARES = "unmask-shares"
+
+
+class SecAggGet(StrEnum):
+    KEY_DIRECTORY = "key-directory"
+    SHARE_INBOX = "share-inbox"
+    UNMASK_REQUEST = "unmask-request"
+
+
+SECAGG_OPENAPI: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary",
+                   "description": "a privml.secagg message in its byte encoding"}}}},
+}
 
 
 def _peer_identity(request: Request) -> tuple[str, str]:
@@ -294,6 +315,8 @@ def create_device_app(state: ServerState) -> FastAPI:
             return state.coordinator.evaluation(request.state.client, report,
                                                 time.monotonic())
 
+    _secagg_routes(app, state)
+
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
         with state.lock:
@@ -301,6 +324,40 @@ def create_device_app(state: ServerState) -> FastAPI:
             return idle_status() if coord is None else coord.status()
 
     return app
+
+
+def _secagg_routes(app: FastAPI, state: ServerState) -> None:
+    """The SecAgg+ stages (see :mod:`privml.transport._secure`)."""
+
+    @app.post("/v1/secagg/{step}", openapi_extra=SECAGG_OPENAPI)
+    async def secagg_post(request: Request, step: SecAggPost) -> Response:
+        """One SecAgg+ message (its byte encoding) for the round's current stage."""
+        client = request.state.client
+        try:
+            body = await _read_body(request, state.max_body)
+            with state.lock:
+                result = state.coordinator.secagg_post(client, step.value, body,
+                                                       time.monotonic())
+        except PeerError as exc:
+            return refuse(state, request, client, exc)
+        return JSONResponse(result)
+
+    @app.get("/v1/secagg/{step}", responses={200: {"content": {
+        "application/octet-stream": {}}}, 202: {"description": "not ready: ask again"}})
+    async def secagg_get(request: Request, step: SecAggGet, round: int,
+                         wait: float = 0.0) -> Response:
+        """The coordinator's SecAgg+ message for this client once the stage before it has
+        closed; 202 until then (``wait`` long-polls, at most 30 s)."""
+        until = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+        while True:
+            with state.lock:
+                data = state.coordinator.secagg_get(request.state.client, step.value, round,
+                                                    time.monotonic())
+            if data is not None:
+                return Response(data, media_type="application/octet-stream")
+            if time.monotonic() >= until:
+                return JSONResponse({"ready": False, "retry_after": 0.2}, status_code=202)
+            await asyncio.sleep(LONG_POLL_STEP)
 
 
 async def _submit(state: ServerState, request: Request) -> Response:

@@ -1,0 +1,136 @@
+"""What a run is configured with, and what clients send about their work.
+
+``RunConfig`` is checked in full when it is made (a bad setting is a ConfigError before any
+round starts), including the secure-aggregation settings: the fixed-point encoding must not
+wrap for ``clients_per_round`` clients (see :class:`privml.secagg.FixedPoint`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from privml._exceptions import ConfigError, ProtocolError
+from privml.protocol import RoundConfig
+from privml.secagg import FixedPoint, SecAggConfig
+from privml.strategies import make_strategy
+
+__all__ = ["EvaluationReport", "RunConfig", "UpdateMeta"]
+
+_UPDATE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """What the coordinator runs and how strictly it checks updates."""
+
+    rounds: int = 30
+    clients_per_round: int = 8
+    min_clients: int = 1  # a round starts once max(clients_per_round, this) are available
+    min_updates: int = 1
+    round_timeout: float = 60.0
+    strategy: str = "fedavg"
+    mu: float = 0.01
+    server_lr: float = 0.1
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.9
+    norm_bound: float | None = None  # refuse updates whose L2 norm exceeds this
+    max_update_bytes: int = 64 * 1024 * 1024
+    seed: int = 0
+    eval_every: int = 0  # evaluation round after every k-th round and the last; 0: none
+    eval_clients: int | None = None  # default: clients_per_round
+    eval_timeout: float | None = None  # default: round_timeout
+    # Secure aggregation (SecAgg+): the coordinator sees only the sum of the updates.
+    secagg: bool = False
+    secagg_clip: float = 2.0  # each coordinate of an update is clipped to [-clip, clip]
+    secagg_bits: int = 32  # the sum lives in Z_{2^bits}: 32 or 64
+    secagg_max_weight: int = 1024  # a client's examples count up to this
+    secagg_neighbours: int | None = None  # k; default 2*ceil(log2 n) + 2
+    shamir_threshold: int | None = None  # default: a majority of the neighbours
+    min_survivors: int | None = None  # default: max(2, ceil(n / 2))
+    secagg_stage_timeout: float = 30.0  # seconds each stage after the first waits
+
+    def __post_init__(self) -> None:
+        if self.norm_bound is not None and not (math.isfinite(self.norm_bound)
+                                                and self.norm_bound > 0):
+            raise ConfigError(f"norm_bound must be > 0, got {self.norm_bound}")
+        if self.max_update_bytes < 1024:
+            raise ConfigError("max_update_bytes must be at least 1024")
+        make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr)  # validates
+        self.round_config()  # validates the rest
+        if self.secagg:
+            if self.norm_bound is not None:
+                raise ConfigError("norm_bound checks individual updates, which secure "
+                                  "aggregation hides; clip at the clients (secagg_clip)")
+            if not (math.isfinite(self.secagg_stage_timeout)
+                    and self.secagg_stage_timeout > 0):
+                raise ConfigError("secagg_stage_timeout must be > 0")
+            self.encoding()
+            self.secagg_config()
+
+    def encoding(self) -> FixedPoint:
+        """The fixed-point encoding of updates (ConfigError if the sum could wrap)."""
+        return FixedPoint(clip=self.secagg_clip, clients=self.clients_per_round,
+                          max_weight=self.secagg_max_weight, bits=self.secagg_bits)
+
+    def secagg_config(self) -> SecAggConfig:
+        return SecAggConfig(neighbours=self.secagg_neighbours,
+                            shamir_threshold=self.shamir_threshold,
+                            min_survivors=self.min_survivors)
+
+    def round_config(self) -> RoundConfig:
+        # With secure aggregation, training ends at round_timeout and the three stages
+        # after it have their own deadlines; the round machine waits for all of them.
+        extra = 3 * self.secagg_stage_timeout + 1.0 if self.secagg else 0.0
+        return RoundConfig(num_rounds=self.rounds, clients_per_round=self.clients_per_round,
+                           min_clients=self.min_clients, min_updates=self.min_updates,
+                           round_timeout=self.round_timeout + extra,
+                           eval_every=self.eval_every, eval_clients=self.eval_clients,
+                           eval_timeout=(self.round_timeout if self.eval_timeout is None
+                                         else self.eval_timeout))
+
+    def train_options(self) -> dict[str, Any]:
+        prox = make_strategy(self.strategy, mu=self.mu).client_options().get("prox_mu", 0.0)
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "momentum": self.momentum, "prox_mu": prox}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateMeta:
+    """What a client says about its update (from request headers)."""
+
+    run: str
+    round: int
+    update_id: str
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _UPDATE_ID.fullmatch(self.update_id):
+            raise ProtocolError("update id must be 8-64 characters of [A-Za-z0-9_-]",
+                                code="bad_update_id", status=400)
+        if self.num_examples < 1 or self.round < 1:
+            raise ProtocolError("round and num_examples must be >= 1", code="bad_metadata",
+                                status=400)
+
+
+class EvaluationReport(BaseModel):
+    """A client's answer to an ``evaluate`` task: the global model measured on its own
+    held-out data (``num_examples`` = 0: it holds none, and weighs nothing)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    run: str = Field(max_length=64)
+    round: int = Field(ge=1)
+    num_examples: int = Field(ge=0, le=2**31)
+    loss: float = Field(ge=0.0)
+    accuracy: float = Field(ge=0.0, le=1.0)

@@ -1,0 +1,230 @@
+"""Secure aggregation inside the coordinator (no sockets), and over mutual TLS with real
+clients: the coordinator only ever holds the sum, and FedAvg comes out as without it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from privml import ProtocolError, SecAggError
+from privml import params as pm
+from privml.data import load_dataset
+from privml.models import build_torch, zoo
+from privml.params import Params
+from privml.secagg import (
+    FixedPoint,
+    KeyDirectory,
+    SecAggClient,
+    ShareInbox,
+    UnmaskRequest,
+    decode,
+    encode,
+)
+from privml.train import get_params
+from privml.transport._coordinator import Coordinator, RunConfig, UpdateMeta
+
+IDS = ["alice", "bob", "carol", "dave"]
+
+
+def _model() -> tuple[str, Params]:
+    ds = load_dataset("digits", seed=0)
+    spec = zoo("logreg", input_shape=ds.input_shape, num_classes=10)
+    return spec.to_json(), get_params(build_torch(spec))
+
+
+def _coordinator(**kw: object) -> Coordinator:
+    spec, initial = _model()
+    cfg = RunConfig(**{"rounds": 2, "clients_per_round": 4, "secagg": True,
+                       "round_timeout": 10.0, "secagg_stage_timeout": 5.0, **kw})
+    coord = Coordinator(cfg, run_id="run-sa", model_spec_json=spec, initial=initial)
+    for cid in IDS:
+        coord.enrol(cid, 0.0)
+    return coord
+
+
+def _deltas(coord: Coordinator, seed: int = 0) -> dict[str, tuple[Params, int]]:
+    rng = np.random.default_rng(seed)
+    return {cid: ({k: rng.normal(0, 0.3, v.shape).astype(np.float32)
+                   for k, v in coord.params.items()}, int(rng.integers(20, 200)))
+            for cid in coord.machine.sampled}
+
+
+def _play(coord: Coordinator, deltas: dict[str, tuple[Params, int]], *,
+          silent_after: dict[str, str] | None = None, now: float = 1.0) -> None:
+    """Each client walks the SecAgg+ stages through the coordinator's API; a client in
+    ``silent_after`` stops after posting that step."""
+    silent_after = silent_after or {}
+    rnd = coord.machine.round
+    tasks = {cid: coord.task(cid, now) for cid in deltas}
+    settings = tasks[IDS[0]]["secagg"]
+    fp = FixedPoint(**{k: settings[k] for k in ("clip", "clients", "max_weight", "bits",
+                                                 "noise_bound", "frac_bits")})
+    clients = {cid: SecAggClient(run=coord.run_id, round_=rnd, client_id=cid) for cid in deltas}
+    alive = set(deltas)
+    steps = ["advertise-keys", "share-keys", "masked-input", "unmask-shares"]
+    gets = [None, "key-directory", "share-inbox", "unmask-request"]
+    for step, get in zip(steps, gets, strict=True):
+        secure = coord._secure
+        assert secure is not None
+        if secure.outcome is not None:
+            break  # aborted
+        stage = secure.server.stage
+        for cid in sorted(alive):
+            c = clients[cid]
+            if get is None:
+                msg = c.advertise()
+            else:
+                data = coord.secagg_get(cid, get, rnd, now)
+                assert data is not None
+                got = decode(data)
+                if isinstance(got, KeyDirectory):
+                    msg = c.share_keys(got)
+                elif isinstance(got, ShareInbox):
+                    delta, n = deltas[cid]
+                    msg = c.masked_input(got, fp.encode(
+                        pm.flatten({k: delta[k] for k in coord.params}), n))
+                else:
+                    assert isinstance(got, UnmaskRequest)
+                    msg = c.unmask(got)
+            coord.secagg_post(cid, step, encode(msg), now)
+        alive -= {c for c, s in silent_after.items() if s == step}
+        if secure.server.stage is stage:  # the silent ones hold it open: its deadline passes
+            now += coord.config.secagg_stage_timeout + 0.1
+            coord.tick(now)
+
+
+def _fedavg(params: Params, deltas: dict[str, tuple[Params, int]], ids: list[str],
+            clip: float) -> Params:
+    total = sum(deltas[c][1] for c in ids)
+    out = {}
+    for k, v in params.items():
+        acc = sum(np.clip(deltas[c][0][k].astype(np.float64), -clip, clip) * deltas[c][1]
+                  for c in ids)
+        out[k] = (v + acc / total).astype(np.float32)
+    return out
+
+
+def test_secure_round_equals_fedavg_up_to_quantization() -> None:
+    coord = _coordinator()
+    before = coord.params
+    deltas = _deltas(coord)
+    _play(coord, deltas)
+    assert coord.history[-1].outcome.value == "completed"
+    assert sorted(coord.history[-1].accepted) == sorted(deltas)
+    expected = _fedavg(before, deltas, sorted(deltas), coord.config.secagg_clip)
+    bound = coord.config.encoding().error_bound(4, sum(n for _, n in deltas.values()))
+    for k in expected:
+        np.testing.assert_allclose(coord.params[k], expected[k], atol=bound + 1e-6)
+    assert coord.status()["secagg"] == {"round": 2, "stage": "advertise", "waiting": 4,
+                                        "aborted": None}  # the next round
+
+
+def test_a_client_silent_after_sharing_keys_is_unmasked_away() -> None:
+    coord = _coordinator(shamir_threshold=2, min_survivors=2)
+    before = coord.params
+    deltas = _deltas(coord, seed=1)
+    _play(coord, deltas, silent_after={"dave": "share-keys"})
+    last = coord.history[-1]
+    assert last.outcome.value == "completed" and "dave" not in last.accepted
+    survivors = [c for c in sorted(deltas) if c != "dave"]
+    expected = _fedavg(before, deltas, survivors, coord.config.secagg_clip)
+    for k in expected:
+        np.testing.assert_allclose(coord.params[k], expected[k], atol=1e-4)
+
+
+def test_too_many_silent_clients_abort_the_round_and_keep_the_model() -> None:
+    coord = _coordinator(min_survivors=4)
+    before = coord.params
+    _play(coord, _deltas(coord), silent_after={"dave": "share-keys"})
+    assert coord.history[-1].outcome.value == "failed"
+    for k in before:
+        np.testing.assert_array_equal(coord.params[k], before[k])
+    assert "min_survivors" in coord.status()["secagg"]["aborted"]
+
+
+def test_plain_updates_and_bad_secagg_posts_are_refused() -> None:
+    coord = _coordinator()
+    with pytest.raises(ProtocolError) as err:
+        coord.submit("alice", UpdateMeta("run-sa", 1, "a" * 16, 10), b"x", 1.0)
+    assert err.value.code == "secagg_required"
+    adv = SecAggClient(run="run-sa", round_=1, client_id="alice").advertise()
+    with pytest.raises(SecAggError) as sa_err:
+        coord.secagg_post("bob", "advertise-keys", encode(adv), 1.0)  # posing as alice
+    assert sa_err.value.code == "wrong_sender"
+    with pytest.raises(SecAggError) as sa_err:
+        coord.secagg_post("alice", "share-keys", encode(adv), 1.0)
+    assert sa_err.value.code == "wrong_stage"
+    coord.secagg_post("alice", "advertise-keys", encode(adv), 1.0)
+    with pytest.raises(SecAggError) as sa_err:
+        coord.secagg_post("alice", "advertise-keys", encode(adv), 1.0)
+    assert sa_err.value.code == "replay"
+    assert coord.secagg_get("alice", "key-directory", 1, 1.0) is None  # still open
+    assert coord.task("alice", 1.0)["action"] == "wait"  # done training: it takes part
+
+
+def test_secagg_settings_are_checked_when_the_run_is_configured() -> None:
+    with pytest.raises(ValueError, match="norm_bound"):
+        RunConfig(secagg=True, norm_bound=1.0)
+    with pytest.raises(ValueError):
+        RunConfig(secagg=True, clients_per_round=500, secagg_clip=1e6)  # the sum could wrap
+
+
+# ---- over mutual TLS, real clients --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fed_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from privml.transport.tls import init_federation, issue_client
+
+    paths = init_federation(tmp_path_factory.mktemp("sa") / "federation")
+    for name in IDS[:3]:
+        issue_client(paths.dir, name)
+    yield paths
+
+
+def _federate(paths: object, *, secagg: bool) -> Coordinator:
+    from privml.data import partition
+    from privml.transport._serve import ServerThread
+    from privml.transport.client import FederatedClient
+    from privml.transport.server import ServerState, create_device_app
+    from privml.transport.tls import Revocations, server_ssl_context
+
+    spec, initial = _model()
+    cfg = RunConfig(rounds=2, clients_per_round=3, epochs=1, round_timeout=30.0,
+                    secagg=secagg, secagg_stage_timeout=10.0)
+    coord = Coordinator(cfg, run_id="run-tls", model_spec_json=spec, initial=initial)
+    state = ServerState(coord, Revocations(paths.revoked).is_revoked,  # type: ignore[attr-defined]
+                        tick_seconds=0.05)
+    ds = load_dataset("digits", seed=0)
+    part = partition(ds.y_train, 3, alpha=None, rng=np.random.default_rng(0))
+    data = list(part.clients(ds.x_train, ds.y_train))
+
+    def run(name: str, index: int) -> None:
+        cert, key = paths.client(name)  # type: ignore[attr-defined]
+        with FederatedClient(server.url, ca=paths.ca_cert, cert=cert, key=key,  # type: ignore[attr-defined]
+                             data=data[index]) as c:
+            c.run(max_seconds=120)
+
+    server = ServerThread(create_device_app(state),
+                          ssl_context=server_ssl_context(paths, require_client_cert=True))  # type: ignore[arg-type]
+    with server:
+        threads = [threading.Thread(target=run, args=(n, i)) for i, n in enumerate(IDS[:3])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+    assert coord.finished
+    return coord
+
+
+def test_over_mtls_secure_aggregation_gives_the_plain_fedavg_model(fed_paths: object,
+                                                                    tmp_path: Path) -> None:
+    secure = _federate(fed_paths, secagg=True)
+    plain = _federate(fed_paths, secagg=False)
+    assert [c.outcome.value for c in secure.history] == ["completed", "completed"]
+    assert all(len(c.accepted) == 3 for c in secure.history)
+    for k in plain.params:  # same clients, same seeds: only clipping and rounding differ
+        np.testing.assert_allclose(secure.params[k], plain.params[k], atol=1e-4)
