@@ -28,6 +28,8 @@ def test_demo_over_mtls_reaches_target_and_writes_plot(demo_run: DemoRun) -> Non
     s = demo_run.summary
     assert s["final_accuracy"] >= 0.90  # type: ignore[operator]
     assert s["transport"] == "https" and s["tls_version"] == "TLSv1.3"
+    assert s["secagg"] is True  # secure aggregation is on by default
+    assert s["secagg_encoding"]["bits"] == 32  # type: ignore[index]
     assert s["clients"] == 8 and s["rounds"] == 30 and s["rounds_completed"] == 30
     assert s["client_exit_codes"] == [0] * 8 and s["security_events"] == 0
     # federated evaluation: clients score each global model on their own held-out 20 %

@@ -88,6 +88,16 @@ def test_sum_is_exact_without_dropouts(n: int, bits: int) -> None:
     np.testing.assert_array_equal(res.total, _sum(list(inputs.values())))
 
 
+def test_masks_removed_on_several_threads_give_the_same_sum() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = _inputs(12, 1000, seed=3)
+    drop = {"c000": ClientStage.MASKED_INPUT}  # its pairwise masks are removed too
+    with ThreadPoolExecutor(3) as pool:
+        res = run_round(inputs, run=RUN, round_=1, drop_at=drop, map_fn=pool.map, lanes=3)
+    np.testing.assert_array_equal(res.total, _sum([inputs[c] for c in res.survivors]))
+
+
 def _predicted(inputs: Mapping[str, np.ndarray], drop: Mapping[str, ClientStage],
                cfg: SecAggConfig) -> tuple[str, ...] | None:
     """The survivors, or None when the round must abort — worked out independently."""

@@ -150,14 +150,15 @@ def _server_args(fed: Path, *extra: str) -> list[str]:
             "--model", "logreg", "--epochs", "1", "--round-timeout", "30", *extra]
 
 
-def test_server_runs_two_rounds_with_two_client_processes(tmp_path: Path,
-                                                         procs: list[Proc]) -> None:
+@pytest.mark.parametrize("secagg", [[], ["--secagg"]], ids=["plain", "secagg"])
+def test_server_runs_two_rounds_with_two_client_processes(tmp_path: Path, procs: list[Proc],
+                                                         secagg: list[str]) -> None:
     paths = init_federation(tmp_path / "fed")
     for i in range(2):
         issue_client(paths.dir, f"client-{i}")
     admin = TokenStore(default_tokens_path(paths.dir)).create("admin")
-    server = Proc(_server_args(paths.dir, "--rounds", "2", "--clients-per-round", "2"),
-                  log=tmp_path / "server.log")
+    server = Proc(_server_args(paths.dir, "--rounds", "2", "--clients-per-round", "2",
+                               *secagg), log=tmp_path / "server.log")
     procs.append(server)
     run_id = server.wait_for(r"^run ([0-9a-f]{32})$", timeout=60).group(1)
     device = server.wait_for(r"device port \(mTLS\): (https://\S+)").group(1)
@@ -236,5 +237,8 @@ def test_server_refuses_a_busy_port_and_bad_run_settings(tmp_path: Path) -> None
                                  "--clients-per-round", "1"]), "round")
     _refused(runner.invoke(app, [*base, "--device-port", "70000", "--rounds", "1",
                                  "--clients-per-round", "1"]), "0..65535")
+    _refused(runner.invoke(app, [*base, "--device-port", "0", "--rounds", "1",
+                                 "--clients-per-round", "500", "--secagg",
+                                 "--secagg-clip", "1e9"]), "wrap")
     for half in (["--rounds", "1"], ["--clients-per-round", "1"]):  # a run needs both
         _refused(runner.invoke(app, [*base, "--device-port", "0", *half]), "give both")

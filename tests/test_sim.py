@@ -50,6 +50,24 @@ def test_other_strategies_learn(digits, strategy: str) -> None:  # type: ignore[
     assert result.final_accuracy > 0.7
 
 
+def test_secure_aggregation_gives_the_plain_model_up_to_quantization(  # type: ignore[no-untyped-def]
+        digits) -> None:
+    """The same federation with SecAgg+ (every message through its bytes, all parties in
+    this process): only the clip and the fixed-point rounding can differ."""
+    plain = run_simulation(SimConfig(**{**SMALL, "rounds": 3}), dataset=digits)
+    secure = run_simulation(SimConfig(**{**SMALL, "rounds": 3, "secagg": True}),
+                            dataset=digits)
+    assert all(r.outcome == "completed" for r in secure.history)
+    np.testing.assert_allclose(pm.flatten(secure.params), pm.flatten(plain.params),
+                               atol=1e-4)
+    assert secure.final_accuracy == pytest.approx(plain.final_accuracy, abs=0.01)
+
+
+def test_secure_aggregation_settings_that_could_wrap_are_refused() -> None:
+    with pytest.raises(ConfigError, match="wrap"):
+        SimConfig(secagg=True, secagg_clip=1e9)
+
+
 def test_stragglers_close_rounds_at_deadline(digits) -> None:  # type: ignore[no-untyped-def]
     cfg = SimConfig(**{**SMALL, "rounds": 4, "dropout": 0.5, "min_updates": 2})
     result = run_simulation(cfg, dataset=digits)

@@ -18,6 +18,7 @@ bytes, a bad id, a wrong key length).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -118,9 +119,7 @@ class KeyDirectory:
     def _body(self, out: Writer) -> None:
         p = self.params
         out.u16(p.neighbours).u16(p.shamir_threshold).u32(p.min_survivors).u8(p.bits)
-        out.u32(p.length).u32(len(self.participants))
-        for cid in self.participants:
-            out.text(cid)
+        out.u32(p.length).raw(_id_list(self.participants))
         out.u32(len(self.keys))
         for cid, enc, mask in self.keys:
             out.text(cid).blob(enc).blob(mask)
@@ -136,6 +135,16 @@ class KeyDirectory:
         participants = tuple(r.text() for _ in range(_count(r)))
         keys = tuple((r.text(), r.blob(), r.blob()) for _ in range(_count(r)))
         return cls(*head, params, participants, keys)
+
+
+@functools.lru_cache(maxsize=4)
+def _id_list(ids: tuple[str, ...]) -> bytes:
+    """A u32 count and the ids; the same list goes to every client of a stage, so it is
+    encoded once."""
+    out = Writer().u32(len(ids))
+    for cid in ids:
+        out.text(cid)
+    return out.getvalue()
 
 
 def _count(r: Reader) -> int:
@@ -234,14 +243,19 @@ class MaskedInput:
         return self.vector.dtype.itemsize * 8
 
     def _body(self, out: Writer) -> None:
-        out.u8(self.bits).big(self.vector.astype(self.vector.dtype.newbyteorder("<"),
-                                                 copy=False).tobytes())
+        # Zero padding puts the values at a multiple of 8 bytes into the message, so the
+        # receiver adds them in place without unaligned loads (or a copy).
+        pad = -(out.tell() + 6) % 8
+        out.u8(self.bits).u8(pad).raw(bytes(pad))
+        out.big(self.vector.astype(self.vector.dtype.newbyteorder("<"), copy=False).tobytes())
 
     @classmethod
     def _read(cls, head: tuple[str, int, str], r: Reader) -> MaskedInput:
-        bits = r.u8()
+        bits, pad = r.u8(), r.u8()
         if bits not in (32, 64):
             raise SecAggError(f"bits must be 32 or 64, got {bits}", code="bad_message")
+        if pad != -(r.tell() + 4) % 8 or any(r.take(pad)):
+            raise SecAggError("the vector's padding is wrong", code="bad_message")
         raw = r.big()
         if len(raw) % (bits // 8):
             raise SecAggError("the vector's byte length is not a whole number of values",
@@ -266,9 +280,7 @@ class UnmaskRequest:
         _unique(self.survivors, "the survivor list")
 
     def _body(self, out: Writer) -> None:
-        out.u32(len(self.survivors))
-        for cid in self.survivors:
-            out.text(cid)
+        out.raw(_id_list(self.survivors))
 
     @classmethod
     def _read(cls, head: tuple[str, int, str], r: Reader) -> UnmaskRequest:

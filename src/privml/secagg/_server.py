@@ -25,8 +25,9 @@ nothing, so one bad client does not break the round for the others.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,8 @@ from privml.secagg._wire import check_id
 
 __all__ = ["SecAggServer", "ServerStage"]
 
+MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
+
 
 class ServerStage(Enum):
     ADVERTISE = "advertise"
@@ -72,7 +75,11 @@ class SecAggServer:
     """The coordinator's side of one round over ``participants`` (the sampled clients)."""
 
     def __init__(self, *, run: str, round_: int, participants: Sequence[str], length: int,
-                 bits: int = 32, config: SecAggConfig | None = None) -> None:
+                 bits: int = 32, config: SecAggConfig | None = None,
+                 map_fn: MapFn | None = None, lanes: int = 1) -> None:
+        """``map_fn`` / ``lanes``: the masks removed at the end are built in ``lanes``
+        groups mapped with ``map_fn`` (e.g. a thread pool's ``map``: the keystream is made
+        without the GIL); the default, builtin ``map`` with one lane, stays in this thread."""
         check_id(run, what="run")
         for cid in participants:
             check_id(cid)
@@ -93,6 +100,8 @@ class SecAggServer:
         self._senders: set[str] = set()
         self._acc = np.zeros(length, dtype=np.uint32 if bits == 32 else np.uint64)
         self._unmask: dict[str, UnmaskShares] = {}
+        self._map: MapFn = map_fn or map
+        self._lanes = max(1, lanes)
 
     @property
     def expected(self) -> frozenset[str]:
@@ -241,11 +250,10 @@ class SecAggServer:
                 keys.setdefault(owner, []).append((order[holder], share))
         u3 = self.survivors[ServerStage.MASKED_INPUT]
         dropped = self.survivors[ServerStage.SHARE_KEYS] - u3
-        acc = self._acc
+        jobs: list[tuple[bytes, bool]] = []  # (mask key, subtract it)
         for owner in sorted(u3):
             seed = self._rebuild(owner, seeds.get(owner, []), t)
-            hazmat.add_mask(acc, self_mask_key(self.run, self.round, seed, self._keys[owner][1]),
-                            subtract=True)
+            jobs.append((self_mask_key(self.run, self.round, seed, self._keys[owner][1]), True))
         for owner in sorted(dropped):
             private = self._rebuild(owner, keys.get(owner, []), t)
             if hazmat.public_key(private) != self._keys[owner][1]:
@@ -255,7 +263,23 @@ class SecAggServer:
                 key = mask_key(self.run, self.round, private, (owner, self._keys[owner][1]),
                                (peer, self._keys[peer][1]))
                 # The peer added +mask if its id sorts first, else -mask: undo that.
-                hazmat.add_mask(acc, key, subtract=peer < owner)
+                jobs.append((key, peer < owner))
+        return self._remove_masks(self._acc, jobs)
+
+    def _remove_masks(self, acc: np.ndarray, jobs: list[tuple[bytes, bool]]) -> np.ndarray:
+        if self._lanes == 1:
+            for key, subtract in jobs:
+                hazmat.add_mask(acc, key, subtract=subtract)
+            return acc
+
+        def lane(group: list[tuple[bytes, bool]]) -> np.ndarray:
+            part = np.zeros_like(acc)
+            for key, subtract in group:
+                hazmat.add_mask(part, key, subtract=subtract)
+            return part
+
+        for part in self._map(lane, [jobs[i::self._lanes] for i in range(self._lanes)]):
+            np.add(acc, part, out=acc)  # (the sum mod 2^m does not depend on the order)
         return acc
 
     def _rebuild(self, owner: str, shares: list[tuple[int, bytes]], t: int) -> bytes:

@@ -17,7 +17,7 @@ import numpy as np
 from privml.secagg._client import ClientStage, SecAggClient
 from privml.secagg._messages import ClientMessage, ServerMessage, decode, encode
 from privml.secagg._params import SecAggConfig
-from privml.secagg._server import SecAggServer, ServerStage
+from privml.secagg._server import MapFn, SecAggServer, ServerStage
 
 __all__ = ["RoundResult", "run_round"]
 
@@ -41,7 +41,8 @@ class RoundResult:
 def run_round(inputs: Mapping[str, np.ndarray], *, run: str, round_: int, bits: int = 32,
               config: SecAggConfig | None = None,
               drop_at: Mapping[str, ClientStage] | None = None,
-              entropy: Callable[[int], bytes] = os.urandom) -> RoundResult:
+              entropy: Callable[[int], bytes] = os.urandom,
+              map_fn: MapFn | None = None, lanes: int = 1) -> RoundResult:
     """Aggregate ``inputs`` (client id -> encoded vector, all the same length and dtype).
     RoundAbortedError when too many drop for the round to finish safely."""
     drop_at = dict(drop_at or {})
@@ -50,7 +51,7 @@ def run_round(inputs: Mapping[str, np.ndarray], *, run: str, round_: int, bits: 
     traffic = [0, 0]
     server_time = 0.0
     server = SecAggServer(run=run, round_=round_, participants=sorted(inputs), length=length,
-                          bits=bits, config=config)
+                          bits=bits, config=config, map_fn=map_fn, lanes=lanes)
     clients = {cid: SecAggClient(run=run, round_=round_, client_id=cid, entropy=entropy)
                for cid in inputs}
 

@@ -18,18 +18,19 @@ MAX_ID_BYTES = 256
 class Writer:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
+        self._size = 0
+
+    def tell(self) -> int:
+        return self._size
 
     def u8(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">B", value))
-        return self
+        return self.raw(struct.pack(">B", value))
 
     def u16(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">H", value))
-        return self
+        return self.raw(struct.pack(">H", value))
 
     def u32(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">I", value))
-        return self
+        return self.raw(struct.pack(">I", value))
 
     def text(self, value: str) -> Writer:
         raw = value.encode("utf-8")
@@ -43,6 +44,7 @@ class Writer:
 
     def raw(self, value: bytes) -> Writer:
         self._parts.append(bytes(value))
+        self._size += len(value)
         return self
 
     def getvalue(self) -> bytes:
@@ -89,6 +91,9 @@ class Reader:
 
     def big(self) -> memoryview:
         return self.take(self.u32())
+
+    def tell(self) -> int:
+        return self._pos
 
     def end(self) -> None:
         if self._pos != len(self._data):

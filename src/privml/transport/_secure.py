@@ -22,6 +22,9 @@ survivors or shares) reveals nothing: every sampled client is dropped and the ro
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +62,12 @@ GET_STEPS: dict[str, ServerStage] = {
 }
 
 
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Threads that build the masks removed at the end of a round (AES-CTR without the GIL)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="privml-secagg")
+
+
 @dataclass(slots=True)
 class _Outcome:
     survivors: tuple[str, ...]
@@ -75,8 +84,10 @@ class SecureRound:
                  first_deadline: float, stage_timeout: float) -> None:
         self.round = round_
         self.encoding = encoding
+        lanes = os.cpu_count() or 1
         self.server = SecAggServer(run=run, round_=round_, participants=participants,
-                                   length=length + 1, bits=encoding.bits, config=config)
+                                   length=length + 1, bits=encoding.bits, config=config,
+                                   map_fn=_pool(lanes).map, lanes=lanes)
         self.deadline = first_deadline
         self.stage_timeout = stage_timeout
         self.replies: dict[ServerStage, dict[str, bytes]] = {}

@@ -16,8 +16,8 @@ from privml._exceptions import ConfigError
 
 __all__ = ["add_mask", "mask"]
 
-_CHUNK = 1 << 20  # bytes of keystream per step: stays in cache, bounds the extra memory
-_ZEROS = bytes(_CHUNK)
+_CHUNK = 1 << 24  # keystream bytes per step: bounds the extra memory for huge vectors
+_zeros = bytes(_CHUNK)  # read-only input for update_into (CTR: keystream = E(0) xor 0)
 
 
 def _keystream(key: bytes, nbytes: int, counter_block: bytes = bytes(16)) -> bytes:
@@ -45,7 +45,12 @@ def mask(key: bytes, length: int, *, bits: int = 32) -> np.ndarray:
 
 
 def add_mask(acc: np.ndarray, key: bytes, *, subtract: bool = False) -> None:
-    """``acc += mask(key)`` (or ``-=``) modulo 2^bits, in place, in cache-sized chunks."""
+    """``acc += mask(key)`` (or ``-=``) modulo 2^bits, in place.
+
+    The keystream is written straight into one uninitialised buffer (``update_into``,
+    which runs without the GIL, so threads on other cores can build other masks meanwhile)
+    and added with numpy; vectors above 16 MiB go in 16 MiB steps.
+    """
     if acc.dtype not in (np.uint32, np.uint64) or acc.ndim != 1 or \
             not acc.flags.c_contiguous or not acc.flags.writeable:
         raise ConfigError("the accumulator must be a writable 1-D C-contiguous uint32/uint64")
@@ -54,10 +59,10 @@ def add_mask(acc: np.ndarray, key: bytes, *, subtract: bool = False) -> None:
     enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
     dtype = np.dtype(acc.dtype).newbyteorder("<")
     op = np.subtract if subtract else np.add
-    buf = bytearray(_CHUNK + 15)
     step = _CHUNK // dtype.itemsize
-    for start in range(0, len(acc), step):
+    buf = np.empty(min(acc.size * dtype.itemsize, _CHUNK) + 15, dtype=np.uint8)
+    for start in range(0, acc.size, step):
         part = acc[start:start + step]
         nbytes = part.size * dtype.itemsize
-        n = enc.update_into(memoryview(_ZEROS)[:nbytes], buf)
-        op(part, np.frombuffer(buf, dtype=dtype, count=n // dtype.itemsize), out=part)
+        enc.update_into(memoryview(_zeros)[:nbytes], buf.data)
+        op(part, buf[:nbytes].view(dtype), out=part)
