@@ -228,3 +228,56 @@ def test_over_mtls_secure_aggregation_gives_the_plain_fedavg_model(fed_paths: ob
     assert all(len(c.accepted) == 3 for c in secure.history)
     for k in plain.params:  # same clients, same seeds: only clipping and rounding differ
         np.testing.assert_allclose(secure.params[k], plain.params[k], atol=1e-4)
+
+
+def test_secagg_endpoints_refuse_bad_messages_over_mtls(fed_paths: object) -> None:
+    """Each refusal answers with its code, lands in the security log and leaves the stage
+    waiting for the same clients."""
+    import httpx
+
+    from privml.transport._serve import ServerThread
+    from privml.transport.server import ServerState, create_device_app
+    from privml.transport.tls import Revocations, client_ssl_context, server_ssl_context
+
+    spec, initial = _model()
+    coord = Coordinator(RunConfig(rounds=1, clients_per_round=3, secagg=True),
+                        run_id="run-http", model_spec_json=spec, initial=initial)
+    state = ServerState(coord, Revocations(fed_paths.revoked).is_revoked)  # type: ignore[attr-defined]
+    server = ServerThread(create_device_app(state), ssl_context=server_ssl_context(
+        fed_paths, require_client_cert=True))  # type: ignore[arg-type]
+    hdr = {"X-Privml-Protocol": "1", "Content-Type": "application/octet-stream"}
+    with server:
+        clients = {}
+        for name in IDS[:3]:
+            cert, key = fed_paths.client(name)  # type: ignore[attr-defined]
+            clients[name] = httpx.Client(base_url=server.url, timeout=10, verify=client_ssl_context(
+                fed_paths.ca_cert, cert=cert, key=key))  # type: ignore[attr-defined]
+            clients[name].post("/v1/enrol", headers=hdr)
+        alice = clients["alice"]
+        adv = encode(SecAggClient(run="run-http", round_=1, client_id="alice").advertise())
+        cases = [("advertise-keys", adv[:-3], "truncated"),
+                 ("advertise-keys", b"garbage", "bad_message"),
+                 ("share-keys", adv, "wrong_stage")]
+        for step, body, code in cases:
+            r = alice.post(f"/v1/secagg/{step}", content=body, headers=hdr)
+            assert r.status_code == 409 and r.json()["error"] == code, r.text
+        bob_posts_alice = clients["bob"].post("/v1/secagg/advertise-keys", content=adv,
+                                              headers=hdr)
+        assert bob_posts_alice.json()["error"] == "wrong_sender"
+        assert alice.post("/v1/secagg/advertise-keys", content=adv, headers=hdr).status_code \
+            == 200
+        again = alice.post("/v1/secagg/advertise-keys", content=adv, headers=hdr)
+        assert again.json()["error"] == "replay"
+        r = alice.get("/v1/secagg/key-directory", params={"round": 1}, headers=hdr)
+        assert r.status_code == 202  # bob and carol have not advertised yet
+        assert alice.get("/v1/secagg/nonsense", params={"round": 1},
+                         headers=hdr).status_code == 422
+        plain = alice.post("/v1/update", content=b"x", headers={
+            **hdr, "X-Privml-Run": "run-http", "X-Privml-Round": "1",
+            "X-Privml-Update-Id": "u" * 16, "X-Privml-Examples": "3"})
+        assert plain.json()["error"] == "secagg_required"
+        codes = [e.code for e in state.security_log]
+        assert codes.count("replay") == 1 and "wrong_sender" in codes
+        assert coord.status()["secagg"]["waiting"] == 2  # bob and carol, as before
+        for c in clients.values():
+            c.close()
