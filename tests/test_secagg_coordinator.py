@@ -281,3 +281,34 @@ def test_secagg_endpoints_refuse_bad_messages_over_mtls(fed_paths: object) -> No
         assert coord.status()["secagg"]["waiting"] == 2  # bob and carol, as before
         for c in clients.values():
             c.close()
+
+
+def test_a_coordinator_killed_mid_secagg_resumes_and_redoes_the_round(tmp_path: Path) -> None:
+    """Nothing of an open SecAgg+ round is on disk (the coordinator never holds an update):
+    after a restart the round starts over with fresh keys, and its model is the one the
+    uninterrupted run makes from the same updates."""
+    from privml.transport._store import CoordinatorStore
+
+    spec, initial = _model()
+    cfg = RunConfig(rounds=1, clients_per_round=4, secagg=True, round_timeout=10.0,
+                    secagg_stage_timeout=5.0)
+    with CoordinatorStore(tmp_path / "server.db") as store:
+        first = Coordinator(cfg, run_id="run-crash", model_spec_json=spec, initial=initial,
+                            store=store)
+        for cid in IDS:
+            first.enrol(cid, 0.0)
+        deltas = _deltas(first, seed=5)
+        for cid in IDS[:2]:  # two clients advertise keys, then the coordinator dies
+            adv = SecAggClient(run="run-crash", round_=1, client_id=cid).advertise()
+            first.secagg_post(cid, "advertise-keys", encode(adv), 1.0)
+    with CoordinatorStore(tmp_path / "server.db") as store:
+        again = Coordinator.resume(store, "run-crash")
+        for cid in IDS:
+            again.enrol(cid, 2.0)
+        assert again.task("alice", 2.0)["action"] == "train"  # not "wait": keys are new
+        _play(again, deltas, now=2.0)
+        assert again.finished and again.history[-1].outcome.value == "completed"
+        expected = _fedavg(initial, deltas, sorted(deltas), cfg.secagg_clip)
+        for k in expected:
+            np.testing.assert_allclose(again.params[k], expected[k], atol=1e-5)
+        assert store.run("run-crash").status == "finished"

@@ -336,6 +336,8 @@ def server_cmd(
     = False,
     secagg_clip: Annotated[float, typer.Option(
         help="With --secagg: each update coordinate is clipped to [-clip, clip].")] = 2.0,
+    secagg_bits: Annotated[int, typer.Option(
+        help="With --secagg: the sum lives in Z_{2^bits} (32 or 64).")] = 32,
     min_survivors: Annotated[int | None, typer.Option(
         help="With --secagg: the fewest clients whose sum may be revealed "
         "(default max(2, n/2)).", show_default=False)] = None,
@@ -389,6 +391,7 @@ def server_cmd(
         defaults = {"min_updates": min_updates, "round_timeout": round_timeout,
                     "strategy": strategy, "epochs": epochs, "min_clients": min_clients,
                     "eval_every": eval_every, "secagg": secagg, "secagg_clip": secagg_clip,
+                    "secagg_bits": secagg_bits,
                     "min_survivors": min_survivors, "shamir_threshold": shamir_threshold}
         factory = _run_factory(model=model, dataset=dataset, seed=seed, defaults=defaults,
                                store=store)

@@ -88,6 +88,8 @@ def sim_cmd(
                                          "only the sum of the updates is revealed.")] = False,
     secagg_clip: Annotated[float, typer.Option(help="With --secagg: update coordinates are "
                                                "clipped to [-clip, clip].")] = 2.0,
+    secagg_bits: Annotated[int, typer.Option(help="With --secagg: the sum lives in "
+                                             "Z_{2^bits} (32 or 64).")] = 32,
 ) -> None:
     """Run a federated simulation in this process."""
     from privml.sim import SimConfig, run_simulation
@@ -97,7 +99,7 @@ def sim_cmd(
                     epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                     momentum=momentum, mu=mu, server_lr=server_lr, dropout=dropout,
                     min_updates=min_updates, data_path=data_path, label=label,
-                    secagg=secagg, secagg_clip=secagg_clip)
+                    secagg=secagg, secagg_clip=secagg_clip, secagg_bits=secagg_bits)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}")
     result = run_simulation(cfg, progress=progress, threads=threads or None)

@@ -66,6 +66,7 @@ class RunRequest(BaseModel):
     eval_every: int | None = Field(default=None, ge=0)
     secagg: bool | None = None
     secagg_clip: float | None = Field(default=None, gt=0)
+    secagg_bits: int | None = None
     min_survivors: int | None = Field(default=None, ge=2)
     shamir_threshold: int | None = Field(default=None, ge=1)
 
