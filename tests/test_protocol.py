@@ -95,6 +95,43 @@ def test_fraction_sampling() -> None:
     assert len(out) == 4  # starts as soon as min_clients are there
 
 
+def test_poisson_sampling_draws_each_client_independently() -> None:
+    """No fixed size, no minimum, no top-up: what the privacy accounting assumes."""
+    q, n, rounds = 0.3, 40, 200
+    cfg = RoundConfig(num_rounds=rounds, poisson_rate=q, min_clients=n, round_timeout=1.0)
+    m = RoundMachine(cfg, rng=np.random.default_rng(0))
+    sizes: list[int] = []
+    out = [a for i in range(n) for a in m.handle(ClientAvailable(f"c{i:02d}"), 0.0)]
+    counts = dict.fromkeys((f"c{i:02d}" for i in range(n)), 0)
+    now = 0.0
+    while m.phase is not Phase.FINISHED:
+        tasks = [a for a in out if isinstance(a, SendTask)]
+        sizes.append(len(tasks))
+        for t in tasks:
+            counts[t.client_id] += 1
+        now += 2.0  # nobody answers: each round closes at its deadline
+        out = m.handle(Tick(), now)
+    mean = np.mean(sizes)
+    # Binomial(40, 0.3) per round: mean 12, sd 2.9; over 200 rounds the mean's sd is 0.2.
+    assert abs(mean - q * n) < 1.0 and 1.5 < np.std(sizes) < 4.5
+    assert min(sizes) < q * n < max(sizes)  # the size varies: no fixed-size draw
+    assert all(abs(c / rounds - q) < 0.15 for c in counts.values())
+
+
+def test_poisson_round_that_samples_nobody_fails_at_once() -> None:
+    cfg = RoundConfig(num_rounds=2, poisson_rate=1e-9, round_timeout=5.0)
+    m = RoundMachine(cfg, rng=np.random.default_rng(0))
+    out = m.handle(ClientAvailable("a"), 0.0)
+    closes = [a for a in out if isinstance(a, CloseRound)]
+    assert closes and closes[0].outcome is Outcome.FAILED
+    assert "no client was sampled" in closes[0].reason
+    assert isinstance(out[-1], Finished)
+    with pytest.raises(ValueError, match="exactly one"):
+        RoundConfig(num_rounds=1, clients_per_round=2, poisson_rate=0.5)
+    with pytest.raises(ValueError, match="poisson_rate"):
+        RoundConfig(num_rounds=1, poisson_rate=1.5)
+
+
 def test_deadline_expiry_closes_with_answers_so_far() -> None:
     m, tasks = machine(min_updates=1)
     m.handle(UpdateReceived(tasks[0].client_id, 1, 5), 1.0)

@@ -124,7 +124,7 @@ def test_the_auto_fraction_bits_are_the_tight_maximum() -> None:
         fp = FixedPoint(clip=1.0, clients=500, max_weight=1024, bits=bits)
         assert fp.frac_bits == expected
         assert FixedPoint(clip=1.0, clients=500, bits=bits, frac_bits=expected) == fp
-        with pytest.raises(ConfigError, match="wrap.*bits=64"):
+        with pytest.raises(ConfigError, match=r"wrap.*bits=64"):
             FixedPoint(clip=1.0, clients=500, bits=bits, frac_bits=expected + 1)
         assert 0 <= fp.describe()["headroom_bits"] < 1
 

@@ -45,8 +45,11 @@ def _is_int(value: object) -> bool:
 class RoundConfig:
     """How rounds are run.
 
-    Exactly one of ``clients_per_round`` (a fixed sample size) and ``fraction`` (of the
-    clients available when the round starts, at least ``min_clients``) is given. A round
+    Exactly one of ``clients_per_round`` (a fixed sample size), ``fraction`` (of the
+    clients available when the round starts, at least ``min_clients``) and ``poisson_rate``
+    is given. Poisson sampling includes each available client independently with that
+    chance, with no minimum and no top-up (a rule that would break it, and with it the
+    privacy amplification accounted for it); a round that samples nobody fails at once. A round
     starts once at least ``max(sample size, min_clients)`` clients are available; it closes
     when every sampled client has answered or dropped, or at ``round_timeout`` seconds after
     it started. It is *completed* (aggregated) if at least ``min_updates`` updates arrived,
@@ -63,6 +66,7 @@ class RoundConfig:
     num_rounds: int
     clients_per_round: int | None = None
     fraction: float | None = None
+    poisson_rate: float | None = None  # each available client is sampled with this chance
     min_clients: int = 1
     min_updates: int = 1
     round_timeout: float = 600.0
@@ -73,8 +77,13 @@ class RoundConfig:
     def __post_init__(self) -> None:
         if not _is_int(self.num_rounds) or self.num_rounds < 1:
             raise ConfigError(f"num_rounds must be an int >= 1, got {self.num_rounds!r}")
-        if (self.clients_per_round is None) == (self.fraction is None):
-            raise ConfigError("give exactly one of clients_per_round and fraction")
+        given = [x is not None for x in (self.clients_per_round, self.fraction,
+                                         self.poisson_rate)]
+        if sum(given) != 1:
+            raise ConfigError("give exactly one of clients_per_round, fraction and "
+                              "poisson_rate")
+        if self.poisson_rate is not None and not (0 < self.poisson_rate <= 1):
+            raise ConfigError(f"poisson_rate must be in (0, 1], got {self.poisson_rate!r}")
         if self.clients_per_round is not None and (
             not _is_int(self.clients_per_round) or self.clients_per_round < 1
         ):
@@ -106,9 +115,12 @@ class RoundConfig:
                                         or round_ == self.num_rounds)
 
     def sample_size(self, available: int) -> int:
-        """How many clients to sample when ``available`` are there."""
+        """How many clients to sample when ``available`` are there (Poisson sampling: the
+        expected number; the sample itself is drawn client by client)."""
         if self.clients_per_round is not None:
             return self.clients_per_round
+        if self.poisson_rate is not None:
+            return math.ceil(self.poisson_rate * available)
         assert self.fraction is not None
         return max(self.min_clients, math.ceil(self.fraction * available))
 

@@ -231,15 +231,24 @@ class RoundMachine:
         # and the round's generator, so a restarted coordinator (whose clients re-enrol in
         # any order) samples what the uninterrupted one would have.
         pool = tuple(sorted(self._available))
+        q = self.config.poisson_rate
         k = self.config.sample_size(len(pool))
-        if len(pool) < max(k, self.config.min_clients):
+        if len(pool) < (self.config.min_clients if q is not None else
+                        max(k, self.config.min_clients)):
             return []
-        picks = self._rng_for(self.round).choice(len(pool), size=k, replace=False)
-        self._sampled = tuple(pool[i] for i in sorted(int(j) for j in picks))
+        rng = self._rng_for(self.round)
+        if q is not None:
+            self._sampled = tuple(c for c, u in zip(pool, rng.random(len(pool)), strict=True)
+                                  if u < q)
+        else:
+            picks = rng.choice(len(pool), size=k, replace=False)
+            self._sampled = tuple(pool[i] for i in sorted(int(j) for j in picks))
         self._accepted = {}
         self._dropped = {}
         self.deadline = now + self.config.round_timeout
         self.phase = Phase.TRAINING
+        if not self._sampled:  # (Poisson sampling drew nobody)
+            return self._close(now, reason="no client was sampled")
         return [SendTask(cid, self.round, self.deadline) for cid in self._sampled]
 
     def restore_round(self, sampled: Sequence[str], accepted: Mapping[str, int],
