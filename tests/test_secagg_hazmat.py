@@ -236,3 +236,86 @@ def test_mask_refuses_misuse() -> None:
         hazmat.add_mask(np.zeros(4, dtype=np.int32), bytes(32))
     with pytest.raises(ConfigError):
         hazmat.add_mask(np.zeros((2, 2), dtype=np.uint32), bytes(32))
+
+
+# ---- argument checks and remaining refusals ----------------------------------------------
+
+def test_keypair_is_reproducible_from_its_entropy() -> None:
+    def entropy(n: int) -> bytes:
+        return bytes([7]) * n
+
+    private, public = hazmat.keypair(entropy)
+    assert private == bytes([7]) * 32 and hazmat.keypair(entropy) == (private, public)
+    assert hazmat.public_key(private) == public
+    with pytest.raises(ConfigError):
+        hazmat.keypair(lambda n: bytes(n - 1))
+    with pytest.raises(ConfigError):
+        hazmat.hkdf_sha256(b"ikm", info=b"", length=255 * 32 + 1)
+    assert len(hazmat.hkdf_sha256(b"ikm", info=b"", length=255 * 32)) == 255 * 32
+
+
+def test_binding_limits() -> None:
+    ok = hazmat.binding(run="é" * 100, round_=2**32 - 1, stage="s" * 64,
+                        keys=[bytes(1024)] * 255)
+    assert ok[5:7] == (200).to_bytes(2, "big")
+    bad: list[dict[str, Any]] = [
+        {"run": "r" * 201}, {"run": "é" * 101}, {"round_": -1}, {"round_": True},
+        {"stage": ""}, {"stage": "s" * 65}, {"stage": "é"}, {"keys": [b""] * 256},
+        {"keys": [bytes(1025)]}]
+    for change in bad:
+        with pytest.raises(ConfigError):
+            hazmat.binding(**{"run": "r", "round_": 0, "stage": "s", "keys": (), **change})
+
+
+def test_sealed_format_checks() -> None:
+    key = bytes(32)
+    blob = hazmat.seal(key, b"", aad=b"", nonce=bytes(12))
+    assert blob == b"PSE\x01" + bytes(12) + blob[16:] and len(blob) == 4 + 12 + 16
+    assert hazmat.open_sealed(key, blob, aad=b"") == b""
+    assert _code(hazmat.open_sealed, key, b"PSE\x02" + blob[4:], aad=b"") == "bad_message"
+    assert _code(hazmat.open_sealed, key, blob[:-1], aad=b"") == "truncated"
+    with pytest.raises(ConfigError):
+        hazmat.seal(bytes(16), b"x", aad=b"")
+    with pytest.raises(ConfigError):
+        hazmat.seal(key, b"x", aad=b"", nonce=bytes(8))
+
+
+def test_shamir_field_and_size_checks() -> None:
+    with pytest.raises(ConfigError):
+        hazmat.combine_int([(1, 5), (1, 6)], threshold=2)
+    with pytest.raises(ConfigError):
+        hazmat.combine_int([(1, hazmat.PRIME), (2, 6)], threshold=2)
+    with pytest.raises(ConfigError):
+        hazmat.split_int(hazmat.PRIME, threshold=1, xs=[1])
+    with pytest.raises(ConfigError):
+        hazmat.split_int(1, threshold=1, xs=[0])
+    with pytest.raises(ConfigError):
+        hazmat.split(bytes(65), threshold=1, xs=[1])
+    too_big = (hazmat.PRIME).to_bytes(hazmat.SHARE_BYTES, "big")
+    assert _code(hazmat.combine, [(1, too_big)], threshold=1) == "bad_message"
+    shares = hazmat.split(b"\x01" + bytes(32), threshold=2, xs=[1, 2])
+    pts = list(zip([1, 2], shares, strict=True))
+    assert hazmat.combine(pts, threshold=2, length=33) == b"\x01" + bytes(32)
+    assert _code(hazmat.combine, pts, threshold=2) == "bad_message"  # does not fit 32 bytes
+    # Small field: rejection sampling keeps every coefficient below the prime.
+    values = hazmat.split_int(3, threshold=3, xs=[1, 2, 3, 4], prime=13)
+    assert all(0 <= v < 13 for v in values)
+    assert hazmat.combine_int(list(zip([1, 2, 3, 4], values, strict=True)), threshold=3,
+                              prime=13) == 3
+
+
+def test_mask_shapes_and_accumulator_checks() -> None:
+    assert hazmat.mask(bytes(32), 3).dtype == np.dtype("<u4")
+    assert hazmat.mask(bytes(32), 3, bits=64).dtype == np.dtype("<u8")
+    assert hazmat.mask(bytes(32), 0).size == 0
+    with pytest.raises(ConfigError):
+        hazmat.mask(bytes(32), -1)
+    with pytest.raises(ConfigError):
+        hazmat.add_mask(np.zeros(8, dtype=np.uint32)[::2], bytes(32))
+    with pytest.raises(ConfigError):
+        hazmat.add_mask([0, 0], bytes(32))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        hazmat.add_mask(np.zeros(4, dtype=np.uint32), bytes(31))
+    empty = np.zeros(0, dtype=np.uint64)
+    hazmat.add_mask(empty, bytes(32))
+    assert empty.size == 0

@@ -1,6 +1,9 @@
-"""Secure-aggregation primitives. This is a hazardous-materials layer: dangerous if misused
-(a reused key, a mask generator seeded twice, a share revealed to the wrong party). Use the
-machines in :mod:`privml.secagg`, which combine these correctly.
+"""Hazardous materials: secure-aggregation primitives, dangerous if misused; use
+:mod:`privml.secagg`.
+
+This layer is full of land mines (a reused key or nonce, one mask key used for two vectors,
+a share sealed to the wrong party, fewer checks than the protocol needs). Only the machines
+in :mod:`privml.secagg`, which combine these correctly, should call it.
 
 - X25519 key agreement and HKDF-SHA256, with ``info`` (and every GCM AAD) built by
   :func:`binding` from the run, the round, the stage and the parties' public keys;

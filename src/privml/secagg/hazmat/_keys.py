@@ -24,9 +24,16 @@ def _raw_public(key: X25519PrivateKey) -> bytes:
 
 
 def keypair(entropy: Callable[[int], bytes] = os.urandom) -> tuple[bytes, bytes]:
-    """A fresh X25519 key pair: (private, public), 32 raw bytes each."""
-    private = entropy(32)
-    return private, public_key(private)
+    """A fresh X25519 key pair: (private, public), 32 raw bytes each.
+
+    The private key is ``entropy(32)`` as is (X25519 clamps it when used), so a test can pass
+    a deterministic ``entropy``; in production leave the default, ``os.urandom``.
+    """
+    raw = entropy(32)
+    if not isinstance(raw, bytes) or len(raw) != 32:
+        raise ConfigError("entropy(32) must return 32 bytes")
+    key = X25519PrivateKey.from_private_bytes(raw)
+    return key.private_bytes_raw(), _raw_public(key)
 
 
 def public_key(private: bytes) -> bytes:
@@ -77,7 +84,9 @@ def binding(*, run: str, round_: int, stage: str, keys: Sequence[bytes]) -> byte
 
 
 def hkdf_sha256(ikm: bytes, *, info: bytes, length: int = 32, salt: bytes | None = None) -> bytes:
-    """HKDF (RFC 5869) with SHA-256."""
+    """HKDF (RFC 5869) with SHA-256; ``salt=None`` is the RFC's default (32 zero bytes)."""
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 255 * 32:
+        raise ConfigError(f"HKDF-SHA256 length must be in [1, 8160], got {length!r}")
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 

@@ -51,8 +51,8 @@ def add_mask(acc: np.ndarray, key: bytes, *, subtract: bool = False) -> None:
     which runs without the GIL, so threads on other cores can build other masks meanwhile)
     and added with numpy; vectors above 16 MiB go in 16 MiB steps.
     """
-    if acc.dtype not in (np.uint32, np.uint64) or acc.ndim != 1 or \
-            not acc.flags.c_contiguous or not acc.flags.writeable:
+    if not isinstance(acc, np.ndarray) or acc.dtype not in (np.uint32, np.uint64) or \
+            acc.ndim != 1 or not acc.flags.c_contiguous or not acc.flags.writeable:
         raise ConfigError("the accumulator must be a writable 1-D C-contiguous uint32/uint64")
     if not isinstance(key, bytes) or len(key) != 32:
         raise ConfigError("a mask key is 32 bytes")

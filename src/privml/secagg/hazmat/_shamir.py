@@ -24,8 +24,11 @@ def _uniform(prime: int, entropy: Callable[[int], bytes]) -> int:
     bits = prime.bit_length()
     nbytes = (bits + 7) // 8
     mask = (1 << bits) - 1
-    while True:
-        value = int.from_bytes(entropy(nbytes), "big") & mask
+    while True:  # rejection sampling: uniform, with fewer than 2 draws expected
+        raw = entropy(nbytes)
+        if len(raw) != nbytes:
+            raise ConfigError(f"entropy({nbytes}) returned {len(raw)} bytes")
+        value = int.from_bytes(raw, "big") & mask
         if value < prime:
             return value
 
@@ -40,6 +43,8 @@ def _eval_poly(coeffs: Sequence[int], x: int, prime: int) -> int:
 
 def split_int(secret: int, *, threshold: int, xs: Sequence[int], prime: int = PRIME,
               entropy: Callable[[int], bytes] = os.urandom) -> list[int]:
+    """The values at each x in ``xs`` (same order) of a random polynomial of degree
+    ``threshold - 1`` with constant term ``secret``; coefficients come from ``entropy``."""
     if not 0 <= secret < prime:
         raise ConfigError("the secret must be a field element")
     if not 1 <= threshold <= len(xs):
@@ -82,6 +87,14 @@ def split(secret: bytes, *, threshold: int, xs: Sequence[int],
 
 
 def combine(shares: Sequence[tuple[int, bytes]], *, threshold: int, length: int = 32) -> bytes:
+    """The secret of ``length`` bytes behind ``threshold`` shares ``(x, share bytes)``.
+
+    Share bytes come from peers: a wrong length, a value outside the field, or a result
+    that does not fit ``length`` bytes is ``SecAggError("bad_message")``. The x's and the
+    counts are the caller's (``ConfigError``, as in :func:`combine_int`).
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 64:
+        raise ConfigError(f"length must be in [1, 64], got {length!r}")
     if any(len(s) != SHARE_BYTES for _, s in shares):
         raise SecAggError(f"a share is {SHARE_BYTES} bytes", code="bad_message")
     points = [(x, int.from_bytes(s, "big")) for x, s in shares]
