@@ -1,6 +1,7 @@
 """privml: privacy-first machine learning."""
 
 from privml._exceptions import (
+    BudgetExceededError,
     ConfigError,
     DataError,
     DuplicateUpdateError,
@@ -19,6 +20,7 @@ from privml._exceptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BudgetExceededError",
     "ConfigError",
     "DataError",
     "DuplicateUpdateError",

@@ -21,6 +21,8 @@ server can answer the first with a 4xx and treat the second as its own bug or co
                                       wrong_round, wrong_stage, replay, not_participant)
     RoundAbortedError      a secure-aggregation round cannot finish safely (too few
                            survivors or shares); nothing about any input is revealed
+    BudgetExceededError    applying a DP event would take epsilon past its target; the
+                           accountant is unchanged (checked before the round runs)
 
 Every :class:`PeerError` carries a short machine-readable ``code`` and the HTTP status a
 server answers it with, so the wire error body is ``{"error": code, "detail": str(exc)}``.
@@ -31,6 +33,7 @@ Checks raise; they never return a bool to be forgotten.
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExceededError",
     "ConfigError",
     "DataError",
     "DuplicateUpdateError",
@@ -133,3 +136,15 @@ class RoundAbortedError(PrivmlError):
     """A secure-aggregation round cannot finish safely: fewer survivors than
     ``min_survivors``, or fewer than ``shamir_threshold`` shares for a client. The round
     reveals nothing; the caller starts another."""
+
+
+class BudgetExceededError(PrivmlError):
+    """Composing a DP event would take epsilon past the target. Raised *before* the event
+    is composed, so the accountant (and any ledger built from it) is unchanged and the
+    round can be refused without having run."""
+
+    def __init__(self, detail: str, *, epsilon: float, target: float, delta: float):
+        super().__init__(detail)
+        self.epsilon = epsilon
+        self.target = target
+        self.delta = delta

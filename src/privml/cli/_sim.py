@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from privml._exceptions import ConfigError
-from privml.cli._app import app, guarded, out, summary_table, write_json
+from privml.cli._app import app, err, guarded, out, summary_table, write_json
 
 DEMO_TARGET = 0.90
 
@@ -42,6 +42,17 @@ def _finish(result: object, *, kind: str, json_path: Path | None, plot: Path | N
     if json_path is not None:
         write_json(json_path, summary)
     out.print(summary_table(summary, title))
+    if "epsilon" in summary:
+        out.print(f"client-level DP ({summary['dp_placement']} noise, z = "
+                  f"{summary['noise_multiplier']:.4g}, C = {summary['clip_norm']:g}): "
+                  f"epsilon = {summary['epsilon']:.4f} at delta = {summary['delta']:g} "
+                  f"({summary['accountant']})", highlight=False)
+        refused = summary.get("budget_refused")
+        if isinstance(refused, dict):
+            err.print(f"round {refused['round']} refused: epsilon would reach "
+                      f"{refused['epsilon_would_be']:.4f} > target "
+                      f"{refused['target_epsilon']:g}; the model is that of the round "
+                      "before")
     for key in ("plot", "model_file"):
         if key in summary:
             out.print(f"{key.replace('_', ' ')}: {summary[key]}")
@@ -90,6 +101,18 @@ def sim_cmd(
                                                "clipped to [-clip, clip].")] = 2.0,
     secagg_bits: Annotated[int, typer.Option(help="With --secagg: the sum lives in "
                                              "Z_{2^bits} (32 or 64).")] = 32,
+    target_epsilon: Annotated[float | None, typer.Option(
+        help="Client-level DP: the privacy budget; noise is calibrated to it and a round "
+        "that would pass it is refused.", show_default=False)] = None,
+    delta: Annotated[float, typer.Option(help="Client-level DP: the delta.")] = 1e-5,
+    noise_multiplier: Annotated[float | None, typer.Option(
+        help="Client-level DP: the noise multiplier z (instead of calibrating it).",
+        show_default=False)] = None,
+    clip_norm: Annotated[float, typer.Option(
+        help="Client-level DP: each update's L2 norm is clipped to this.")] = 1.0,
+    dp_sampling: Annotated[str, typer.Option(
+        help="Client-level DP: 'poisson' (rate per-round/clients) or 'fixed'.")] = "poisson",
+    accountant: Annotated[str, typer.Option(help="'rdp' or 'pld'.")] = "rdp",
 ) -> None:
     """Run a federated simulation in this process."""
     from privml.sim import SimConfig, run_simulation
@@ -99,7 +122,10 @@ def sim_cmd(
                     epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                     momentum=momentum, mu=mu, server_lr=server_lr, dropout=dropout,
                     min_updates=min_updates, data_path=data_path, label=label,
-                    secagg=secagg, secagg_clip=secagg_clip, secagg_bits=secagg_bits)
+                    secagg=secagg, secagg_clip=secagg_clip, secagg_bits=secagg_bits,
+                    target_epsilon=target_epsilon, delta=delta,
+                    noise_multiplier=noise_multiplier, clip_norm=clip_norm,
+                    dp_sampling=dp_sampling, accountant=accountant)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}")
     result = run_simulation(cfg, progress=progress, threads=threads or None)

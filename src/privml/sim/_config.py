@@ -46,6 +46,14 @@ class SimConfig:
     secagg: bool = False  # secure aggregation (SecAgg+) of each round's updates
     secagg_clip: float = 2.0  # each update coordinate clipped to [-clip, clip] first
     secagg_bits: int = 32  # the sum lives in Z_{2^bits}
+    # Client-level DP (on when target_epsilon or noise_multiplier is given): see sim/_dp.py
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    noise_multiplier: float | None = None  # z; default: calibrated to target_epsilon
+    clip_norm: float = 1.0  # C, the L2 bound on each client's update
+    dp_sampling: str = "poisson"  # "poisson" (rate per_round / clients) or "fixed"
+    accountant: str = "rdp"  # "rdp" or "pld"
+    insecure_dp_seed: int | None = None  # a fixed noise seed: for tests only
 
     def __post_init__(self) -> None:
         _positive_int("clients", self.clients)
@@ -62,8 +70,9 @@ class SimConfig:
                 f"min_updates ({self.min_updates}) exceeds clients per round ({self.per_round})")
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
-        if self.secagg:
+        if self.secagg and not self.dp:
             self.encoding()  # refuses settings whose sum could wrap
+        self._check_dp()
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -74,6 +83,32 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def dp(self) -> bool:
+        return self.target_epsilon is not None or self.noise_multiplier is not None
+
+    def _check_dp(self) -> None:
+        if self.target_epsilon is not None and not (math.isfinite(self.target_epsilon)
+                                                    and self.target_epsilon > 0):
+            raise ConfigError(f"target_epsilon must be > 0, got {self.target_epsilon}")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
+        if self.noise_multiplier is not None and not (math.isfinite(self.noise_multiplier)
+                                                      and self.noise_multiplier > 0):
+            raise ConfigError(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ConfigError(f"clip_norm must be > 0, got {self.clip_norm}")
+        if self.dp_sampling not in ("poisson", "fixed"):
+            raise ConfigError(f"dp_sampling must be 'poisson' or 'fixed', got "
+                              f"{self.dp_sampling!r}")
+        if self.accountant not in ("rdp", "pld"):
+            raise ConfigError(f"accountant must be 'rdp' or 'pld', got {self.accountant!r}")
+        if self.dp and self.dp_sampling == "fixed" and self.accountant != "rdp":
+            raise ConfigError("fixed-size sampling is accounted by RDP only (accountant='rdp')")
+        if self.dp and self.dropout > 0:
+            raise ConfigError("client-level DP divides by the expected number of clients; "
+                              "simulated stragglers would bias it (use dropout=0)")
 
     def encoding(self) -> FixedPoint:
         """The fixed-point encoding of updates under secure aggregation."""

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from privml import params as pm
-from privml._exceptions import RoundAbortedError
+from privml._exceptions import BudgetExceededError, RoundAbortedError
 from privml.data import ClientData, Dataset, load_dataset, partition
 from privml.models import build_torch, zoo
 from privml.params import Params
@@ -38,6 +38,7 @@ from privml.protocol import (
 )
 from privml.secagg import run_round
 from privml.sim._config import RoundRecord, SimConfig, SimResult
+from privml.sim._dp import ClientLevelDP
 from privml.strategies import ClientUpdate, ServerState, make_strategy
 from privml.train import TrainConfig, TrainFn, evaluate, get_params, set_params, train_local
 
@@ -72,12 +73,20 @@ class _Federation:
         self.clients: dict[str, ClientData] = dict(
             zip(self.ids, part.clients(dataset.x_train, dataset.y_train), strict=True))
         self.index = {cid: i for i, cid in enumerate(self.ids)}
+        poisson = cfg.dp and cfg.dp_sampling == "poisson"
         self.machine = RoundMachine(
-            RoundConfig(num_rounds=cfg.rounds, clients_per_round=cfg.per_round,
+            RoundConfig(num_rounds=cfg.rounds,
+                        clients_per_round=None if poisson else cfg.per_round,
+                        poisson_rate=cfg.per_round / cfg.clients if poisson else None,
+                        # Poisson sampling is over the whole population: wait for all of it.
+                        min_clients=cfg.clients if poisson else 1,
                         min_updates=cfg.min_updates, round_timeout=cfg.round_timeout),
             rng=np.random.default_rng(seeds[1]))
         self.straggle_rng = np.random.default_rng(seeds[2])
         self.global_params: Params = get_params(model)
+        self.dp = (ClientLevelDP(cfg, sum(v.size for v in self.global_params.values()))
+                   if cfg.dp else None)
+        self.refused: dict[str, float] | None = None  # the round the budget stopped
         self.state = ServerState()
         self.updates: dict[str, ClientUpdate] = {}
         self.losses: list[float] = []
@@ -100,6 +109,16 @@ class _Federation:
                                    self.clock)
 
     def aggregate(self, action: Aggregate) -> None:
+        if self.dp is not None:
+            self.dp.admit(len(action.client_ids))  # BudgetExceededError: nothing applied
+            flat = {c: pm.flatten(self.updates[c].delta) for c in action.client_ids}
+            noisy = self.dp.noisy_mean(flat, run=f"sim-{self.cfg.seed}", round_=action.round)
+            self.global_params, self.state = self.strategy.apply(
+                self.global_params,
+                pm.unflatten(noisy.astype(np.float32), pm.spec_of(self.global_params)),
+                self.state)
+            self.dp.record(action.round, len(action.client_ids))
+            return
         if self.cfg.secagg:
             mean = self._secure_mean(action)
             if mean is not None:
@@ -125,6 +144,9 @@ class _Federation:
         return pm.unflatten(mean.astype(np.float32), pm.spec_of(self.global_params))
 
     def close(self, action: CloseRound) -> RoundRecord:
+        if self.dp is not None and not action.accepted:
+            self.dp.admit(0)  # a failed round is charged as if it had run (module doc)
+            self.dp.record(action.round, 0)
         set_params(self.model, self.global_params)
         ev = evaluate(self.model, self.dataset.x_test, self.dataset.y_test)
         now = time.perf_counter()
@@ -154,7 +176,12 @@ class _Federation:
                 if self.straggle_rng.random() >= self.cfg.dropout:
                     queue.extend(self.train_client(action))
             elif isinstance(action, Aggregate):
-                self.aggregate(action)
+                try:
+                    self.aggregate(action)
+                except BudgetExceededError as exc:
+                    self.refused = {"round": action.round, "epsilon_would_be": exc.epsilon,
+                                    "target_epsilon": exc.target}
+                    break
             elif isinstance(action, CloseRound):
                 on_round(self.close(action))
             elif isinstance(action, Finished):
@@ -229,5 +256,9 @@ def _run(config: SimConfig, *, dataset: Dataset | None, model_fn: ModelFn | None
             fed.run(notify)
     else:
         fed.run(notify)
+    extra: dict[str, object] = {"secagg": config.secagg}
+    if fed.dp is not None:
+        extra.update(fed.dp.summary(), budget_refused=fed.refused)
     return SimResult(config=config, history=fed.history, params=fed.global_params,
-                     seconds_total=time.perf_counter() - t0, model_spec_json=spec_json)
+                     seconds_total=time.perf_counter() - t0, model_spec_json=spec_json,
+                     extra=extra)

@@ -20,7 +20,7 @@ from privml.sim._config import SimResult
 
 __all__ = ["RunRow", "RunStore", "default_db"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE runs (
@@ -39,6 +39,21 @@ _MIGRATIONS: dict[int, str] = {
         updates INTEGER NOT NULL, dropped INTEGER NOT NULL,
         train_loss REAL, test_loss REAL, test_accuracy REAL, seconds REAL NOT NULL,
         PRIMARY KEY (run_id, round)
+    );
+    """,
+    # The privacy ledger: every DP mechanism event a run composed, in order, with the
+    # run's DP unit, so reports and audits name what was protected and how.
+    2: """
+    CREATE TABLE privacy_ledger (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        round INTEGER NOT NULL,
+        unit TEXT NOT NULL CHECK (unit IN ('client', 'example')),
+        placement TEXT NOT NULL,
+        sampling TEXT NOT NULL,
+        event TEXT NOT NULL,
+        epsilon REAL NOT NULL, delta REAL NOT NULL, accountant TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
     );
     """,
 }
@@ -121,7 +136,23 @@ class RunStore:
                 [(run_id, r["round"], r["outcome"], r["updates"], r["dropped"],
                   r["train_loss"], r["test_loss"], r["test_accuracy"], r["seconds"])
                  for r in s.get("history", [])])
+            self._db.executemany(
+                "INSERT INTO privacy_ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, i, e["round"], e["unit"], e["placement"], e["sampling"],
+                  json.dumps(e["event"]), e["epsilon"], e["delta"], e["accountant"])
+                 for i, e in enumerate(s.get("ledger", []))])
         return run_id
+
+    def ledger(self, run_id: int) -> list[dict[str, Any]]:
+        """The run's privacy ledger, in the order the events were composed."""
+        cur = self._db.execute(
+            "SELECT round, unit, placement, sampling, event, epsilon, delta, accountant"
+            " FROM privacy_ledger WHERE run_id = ? ORDER BY seq", (run_id,))
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        for row in rows:
+            row["event"] = json.loads(row["event"])
+        return rows
 
     def runs(self, *, limit: int = 20) -> list[RunRow]:
         """The most recent runs, newest first."""

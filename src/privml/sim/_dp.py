@@ -1,0 +1,168 @@
+"""Client-level DP-FedAvg in the simulator (McMahan et al. 2018), with a privacy ledger.
+
+Each round, every sampled client's update is clipped to L2 norm ``clip_norm`` (C); the
+clipped updates are summed and Gaussian noise is added to the sum, and the noisy sum is
+divided by the *expected* number of clients q·N (a fixed denominator: the actual count
+would leak who took part). The noise is placed
+
+- **centrally** (no secure aggregation): the coordinator adds N(0, z²C²) to the sum and the
+  round is a sampled Gaussian mechanism, accounted as Poisson-sampled (rate q) or as fixed-size
+  sampling without replacement — whatever the sampler that ran was;
+- **distributed** (with secure aggregation): each client adds discrete Gaussian noise to its
+  integer-encoded update (:class:`privml.dp.DistributedDiscreteGaussian`) so the coordinator
+  never holds a noise-free sum; the round is accounted from the survivors whose noise is
+  actually in the sum (zCDP, without sampling amplification), assuming every survivor added
+  its noise honestly.
+
+Every round is accounted before its update is applied: a round that would take ε past the
+target is refused (:class:`~privml.BudgetExceededError`), the model and the ledger unchanged,
+and the run stops there. Rounds that fail (nobody sampled, too few updates) are charged as
+if they had run: conservative, and it keeps the decision to skip from leaking anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from privml._exceptions import ConfigError, RoundAbortedError
+from privml.dp import (
+    DistributedDiscreteGaussian,
+    PrivacyAccountant,
+    clip_l2,
+    event_to_json,
+    fixed_size,
+    gaussian_noise,
+    insecure_rng,
+    noise_for,
+    poisson,
+    secure_rng,
+)
+from privml.sim._config import SimConfig
+
+__all__ = ["ClientLevelDP"]
+
+_GRID = 4096  # integer steps per clip norm in the distributed encoding (gamma = C / 4096)
+
+
+@dataclass
+class ClientLevelDP:
+    """The DP side of one simulation: noise calibration, aggregation, accountant, ledger."""
+
+    cfg: SimConfig
+    dim: int
+    q: float = 0.0
+    z: float = 0.0
+    accountant: PrivacyAccountant = field(init=False)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    ddg: DistributedDiscreteGaussian | None = None
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self.q = cfg.per_round / cfg.clients
+        self.accountant = PrivacyAccountant(
+            kind="pld" if cfg.accountant == "pld" else "rdp",
+            relation="replace_one" if cfg.dp_sampling == "fixed" else "add_or_remove")
+        self._rng = (insecure_rng(cfg.insecure_dp_seed) if cfg.insecure_dp_seed is not None
+                     else secure_rng())
+        if cfg.secagg:
+            self.ddg = self._calibrate_ddg()
+            self.z = self.ddg.gamma * self.ddg.sigma * math.sqrt(self._expected) / cfg.clip_norm
+        elif cfg.noise_multiplier is not None:
+            self.z = cfg.noise_multiplier
+        else:
+            assert cfg.target_epsilon is not None
+            self.z = noise_for(target_epsilon=cfg.target_epsilon, delta=cfg.delta, q=self.q,
+                               steps=cfg.rounds, accountant=self.accountant.kind,
+                               sampling="fixed_size" if cfg.dp_sampling == "fixed"
+                               else "poisson", population=cfg.clients)
+
+    @property
+    def _expected(self) -> float:
+        return self.q * self.cfg.clients
+
+    @property
+    def placement(self) -> str:
+        return "distributed" if self.ddg is not None else "central"
+
+    def _ddg(self, sigma: float) -> DistributedDiscreteGaussian:
+        c = self.cfg.clip_norm
+        return DistributedDiscreteGaussian(clip=c, gamma=c / _GRID, sigma=sigma, dim=self.dim,
+                                           clients=self.cfg.per_round, bits=64)
+
+    def _calibrate_ddg(self) -> DistributedDiscreteGaussian:
+        """sigma (integer units) for the target over all rounds, each with the expected
+        number of noisers; or from ``noise_multiplier`` (central std z·C)."""
+        cfg, n = self.cfg, max(1, round(self._expected))
+        if cfg.noise_multiplier is not None:
+            return self._ddg(max(0.5, cfg.noise_multiplier * _GRID / math.sqrt(n)))
+        assert cfg.target_epsilon is not None
+        lo, hi = 0.5, 0.5
+        while self._ddg(hi).epsilon(delta=cfg.delta, survivors=n, rounds=cfg.rounds) \
+                > cfg.target_epsilon:
+            lo, hi = hi, hi * 2
+            if hi > 1e9:
+                raise ConfigError("no noise level reaches the target epsilon")
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            eps = self._ddg(mid).epsilon(delta=cfg.delta, survivors=n, rounds=cfg.rounds)
+            lo, hi = (lo, mid) if eps <= cfg.target_epsilon else (mid, hi)
+        return self._ddg(hi)
+
+    # ---- one round ---------------------------------------------------------------------
+
+    def event(self, survivors: int) -> Any:
+        if self.ddg is not None:
+            return self.ddg.event(survivors=max(1, survivors))
+        if self.cfg.dp_sampling == "fixed":
+            return fixed_size(sample_size=self.cfg.per_round, population=self.cfg.clients,
+                              noise_multiplier=self.z)
+        return poisson(q=self.q, noise_multiplier=self.z)
+
+    def admit(self, survivors: int) -> float:
+        """ε after this round; BudgetExceededError (nothing changed) if past the target."""
+        event = self.event(survivors)
+        if self.cfg.target_epsilon is None:
+            return self.accountant.epsilon_after(event, delta=self.cfg.delta)
+        return self.accountant.check_budget(event, target_epsilon=self.cfg.target_epsilon,
+                                            delta=self.cfg.delta)
+
+    def record(self, round_: int, survivors: int) -> None:
+        event = self.event(survivors)
+        self.accountant.compose(event)
+        self.ledger.append({
+            "round": round_, "unit": "client", "placement": self.placement,
+            "sampling": self.cfg.dp_sampling if self.ddg is None else "none (zCDP, survivors)",
+            "survivors": survivors, "event": event_to_json(event),
+            "epsilon": self.accountant.epsilon(delta=self.cfg.delta), "delta": self.cfg.delta,
+            "accountant": self.cfg.accountant})
+
+    def noisy_mean(self, updates: Mapping[str, np.ndarray], *, run: str,
+                   round_: int) -> np.ndarray:
+        """The noisy sum of the clipped updates over the expected client count."""
+        if self.ddg is None:
+            total = np.zeros(self.dim, dtype=np.float64)
+            for vec in updates.values():
+                total += clip_l2(vec.astype(np.float64), bound=self.cfg.clip_norm)[0]
+            total += gaussian_noise(self.dim, std=self.z * self.cfg.clip_norm, rng=self._rng)
+            return total / self._expected
+        from privml.secagg import run_round
+
+        inputs = {c: self.ddg.encode(v.astype(np.float64), rng=self._rng)
+                  for c, v in updates.items()}
+        result = run_round(inputs, run=run, round_=round_, bits=self.ddg.bits)
+        if len(result.survivors) != len(updates):  # (in-process: nobody drops)
+            raise RoundAbortedError("a client dropped inside the simulator")
+        return self.ddg.decode(result.total) / self._expected
+
+    def summary(self) -> dict[str, Any]:
+        return {"epsilon": self.accountant.epsilon(delta=self.cfg.delta) if self.ledger
+                else 0.0, "delta": self.cfg.delta, "accountant": self.cfg.accountant,
+                "dp_unit": "client", "dp_placement": self.placement,
+                "noise_multiplier": self.z, "clip_norm": self.cfg.clip_norm,
+                "sample_rate": self.q, "target_epsilon": self.cfg.target_epsilon,
+                "ledger": list(self.ledger)}
