@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from privml import params as pm
 from privml._exceptions import BudgetExceededError, RoundAbortedError
 from privml.data import ClientData, Dataset, load_dataset, partition
+from privml.dp import ClientLevelDP
 from privml.models import build_torch, zoo
 from privml.params import Params
 from privml.protocol import (
@@ -38,7 +39,6 @@ from privml.protocol import (
 )
 from privml.secagg import run_round
 from privml.sim._config import RoundRecord, SimConfig, SimResult
-from privml.sim._dp import ClientLevelDP
 from privml.strategies import ClientUpdate, ServerState, make_strategy
 from privml.train import TrainConfig, TrainFn, evaluate, get_params, set_params, train_local
 

@@ -26,13 +26,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from privml import params as pm
-from privml._exceptions import DataError, ParamsError, ProtocolError, ReplayError
+from privml._exceptions import (
+    BudgetExceededError,
+    DataError,
+    ParamsError,
+    ProtocolError,
+    ReplayError,
+)
+from privml.dp import ClientLevelDP, PrivacyAccountant
 from privml.params import Params
 from privml.protocol import (
     Action,
@@ -52,22 +58,22 @@ from privml.protocol import (
     UpdateReceived,
 )
 from privml.strategies import ClientUpdate, ServerState, make_strategy
+from privml.transport._restore import (
+    Accepted,
+    reload_open_round,
+    server_state,
+    stored_state,
+)
 from privml.transport._runconfig import EvaluationReport, RunConfig, UpdateMeta
 from privml.transport._secure import SecureRound
-from privml.transport._store import ClosedRound, CoordinatorStore, StoredState, StoredUpdate
+from privml.transport._store import ClosedRound, CoordinatorStore, StoredUpdate
 
 __all__ = ["Coordinator", "EvaluationReport", "RunConfig", "UpdateMeta",
            "aggregate_evaluations"]
 
-@dataclass(slots=True)
-class _Accepted:
-    update_id: str
-    sha256: str
-    update: ClientUpdate
-    metrics: dict[str, float]
 
 
-RoundListener = Callable[[CloseRound, Params, dict[str, _Accepted]], None]
+RoundListener = Callable[[CloseRound, Params, dict[str, Accepted]], None]
 EvaluationListener = Callable[[CloseEvaluation, dict[str, float]], None]
 
 
@@ -108,7 +114,7 @@ class Coordinator:
         self._tasks: dict[str, SendTask] = {}
         self._eval_tasks: dict[str, SendEvaluation] = {}
         self._reports: dict[str, EvaluationReport] = {}
-        self._accepted: dict[str, _Accepted] = {}
+        self._accepted: dict[str, Accepted] = {}
         self._seen_ids: dict[str, tuple[str, str]] = {}  # update id -> (client, body sha256)
         self._set_params(initial)
         self._store = store
@@ -117,6 +123,9 @@ class Coordinator:
         self._broken: Exception | None = None
         self._secure: SecureRound | None = None
         self._secure_mean: Params | None = None
+        self.dp = (ClientLevelDP(config.dp_settings(), sum(v.size for v in initial.values()))
+                   if config.dp else None)
+        self.budget_refused: dict[str, float] | None = None
         if store is not None:
             store.create_run(run_id, config=config.to_dict(), model_spec_json=model_spec_json,
                              model=self.model_bytes, etag=self.etag)
@@ -141,10 +150,16 @@ class Coordinator:
         # The stored bytes, not a re-encoding: clients hold this etag, and the safetensors
         # header need not serialise identically twice.
         c.model_bytes, c.etag = model_bytes, etag
-        c.state = _server_state(store.server_state(run_id, last))
+        c.state = server_state(store.server_state(run_id, last))
         c.history = [CloseRound(r.round, Outcome(r.outcome), r.accepted, r.dropped,
                                 r.timed_out, r.reason) for r in closed]
         c.evaluations = [e.summary() for e in store.evaluation_rounds(run_id)]
+        if c.dp is not None:  # the budget spent before the crash still counts
+            ledger = store.ledger(run_id)
+            c.dp.accountant = PrivacyAccountant.from_events(
+                [{"event": e["event"], "count": 1} for e in ledger],
+                kind=c.dp.accountant.kind, relation=c.dp.accountant.relation)
+            c.dp.ledger = ledger
         c.machine.completed = sum(r.outcome == Outcome.COMPLETED.value for r in closed)
         c.machine.failed = len(closed) - c.machine.completed
         c._recorded_round = last
@@ -155,7 +170,7 @@ class Coordinator:
             if run.status == "running":
                 store.set_run_status(run_id, "finished")
         elif rounds and rounds[-1].outcome == "open":
-            _reload_open_round(c, rounds[-1].round, rounds[-1].sampled,
+            reload_open_round(c, rounds[-1].round, rounds[-1].sampled,
                                [u for u in updates if u.round == rounds[-1].round])
         c._store = store
         return c
@@ -247,7 +262,7 @@ class Coordinator:
                 meta.round, client_id, meta.update_id, meta.num_examples, digest,
                 dict(meta.metrics), body))
         self._seen_ids[meta.update_id] = (client_id, digest)
-        self._accepted[client_id] = _Accepted(meta.update_id, digest,
+        self._accepted[client_id] = Accepted(meta.update_id, digest,
                                               ClientUpdate(delta, meta.num_examples),
                                               dict(meta.metrics))
         self._apply(self.machine.handle(
@@ -338,7 +353,7 @@ class Coordinator:
             self._apply(self.machine.restore_round(sampled, accepted, now))
 
     def _apply(self, actions: list[Action]) -> None:
-        closed: tuple[CloseRound, dict[str, _Accepted]] | None = None
+        closed: tuple[CloseRound, dict[str, Accepted]] | None = None
         evaluated: tuple[CloseEvaluation, dict[str, float]] | None = None
         for action in actions:
             if isinstance(action, SendTask):
@@ -351,6 +366,8 @@ class Coordinator:
                     {c: self._reports[c] for c in action.reported})}
                 evaluated = (action, summary)
                 self._close_evaluation(action, summary)
+            elif isinstance(action, Aggregate) and self.dp is not None:
+                self._private_aggregate(action)
             elif isinstance(action, Aggregate):
                 if self.config.secagg:
                     assert self._secure_mean is not None
@@ -362,6 +379,8 @@ class Coordinator:
                     new, self.state = self.strategy.aggregate(self.params, ups, self.state)
                 self._set_params(new)
             elif isinstance(action, CloseRound):
+                if self.dp is not None and not action.accepted and not self.budget_refused:
+                    self._charge(action.round, 0)  # a failed round is charged (dp/_fedavg)
                 self.history.append(action)
                 closed = (action, self._accepted)
                 self._accepted = {}
@@ -371,11 +390,43 @@ class Coordinator:
                 self._tasks = {}
                 self._eval_tasks = {}
         self._persist(actions, None if closed is None else closed[0])
+        if self.budget_refused is not None and not self.finished:
+            self._stop_for_budget()
         # Listeners hear of a round only once it is durable.
         if closed is not None and self.on_round is not None:
             self.on_round(closed[0], self.params, dict(closed[1]))
         if evaluated is not None and self.on_evaluation is not None:
             self.on_evaluation(*evaluated)
+
+    def _private_aggregate(self, action: Aggregate) -> None:
+        """Client-level DP-FedAvg with central noise; a round past the budget is refused:
+        nothing applied, the ledger unchanged, and the run stops after it."""
+        assert self.dp is not None
+        if not self._charge(action.round, len(action.client_ids), check_only=True):
+            return
+        flat = {c: pm.flatten({k: self._accepted[c].update.delta[k] for k in self.spec})
+                for c in action.client_ids}
+        noisy = self.dp.noisy_mean(flat, run=self.run_id, round_=action.round)
+        new, self.state = self.strategy.apply(
+            self.params, pm.unflatten(noisy.astype(np.float32), self.spec), self.state)
+        self._set_params(new)
+        self._charge(action.round, len(action.client_ids))
+
+    def _charge(self, round_: int, clients: int, *, check_only: bool = False) -> bool:
+        assert self.dp is not None
+        if self.budget_refused is not None:
+            return False
+        try:
+            self.dp.admit(clients)
+        except BudgetExceededError as exc:
+            self.budget_refused = {"round": float(round_), "epsilon_would_be": exc.epsilon,
+                                   "target_epsilon": exc.target}
+            return False
+        if not check_only:
+            self.dp.record(round_, clients)
+            if self._store is not None:
+                self._store.add_ledger_entry(self.run_id, self.dp.ledger[-1])
+        return True
 
     def _start_secure(self, task: SendTask) -> None:
         if not self.config.secagg or (self._secure is not None
@@ -417,7 +468,7 @@ class Coordinator:
                 self._store.close_round(self.run_id, ClosedRound(
                     close.round, close.outcome.value, close.accepted, close.dropped,
                     close.timed_out, close.reason, self.model_bytes, self.etag,
-                    _stored_state(self.state), self.finished, sample))
+                    stored_state(self.state), self.finished, sample))
             elif sample is not None:
                 self._store.start_round(self.run_id, starts[0], sample)
         except Exception as exc:
@@ -426,6 +477,12 @@ class Coordinator:
             raise
         if starts:
             self._recorded_round = starts[0]
+
+    def _stop_for_budget(self) -> None:
+        if self._store is not None:
+            self._store.set_run_status(self.run_id, "stopped")
+        self._restore = None
+        self._apply(self.machine.stop())
 
     def status(self) -> dict[str, Any]:
         return {
@@ -436,30 +493,7 @@ class Coordinator:
             "reported": len(self._reports), "model_etag": self.etag,
             "last_evaluation": self.evaluations[-1] if self.evaluations else None,
             "secagg": None if self._secure is None else self._secure.status(),
+            "privacy": None if self.dp is None else {
+                k: v for k, v in self.dp.summary().items() if k != "ledger"}
+            | {"budget_refused": self.budget_refused},
         }
-
-
-def _reload_open_round(c: Coordinator, round_: int, sampled: tuple[str, ...],
-                       updates: list[StoredUpdate]) -> None:
-    """Put the interrupted round's accepted updates back; it reopens on the first request."""
-    if round_ != c.machine.round:
-        raise DataError(f"run {c.run_id!r}: open round {round_} follows no closed round")
-    for u in updates:
-        if u.delta is None:
-            raise DataError(f"run {c.run_id!r}: update {u.update_id!r} lost its delta")
-        c._accepted[u.client_id] = _Accepted(
-            u.update_id, u.body_sha256,
-            ClientUpdate(pm.decode(u.delta, c.spec), u.num_examples), dict(u.metrics))
-    c._restore = (sampled, {u.client_id: u.num_examples for u in updates})
-    c._recorded_round = round_
-
-
-def _stored_state(state: ServerState) -> StoredState:
-    return StoredState(state.step, pm.encode(state.m) if state.m else None,
-                       pm.encode(state.v) if state.v else None)
-
-
-def _server_state(stored: StoredState) -> ServerState:
-    return ServerState(stored.step,
-                       pm.decode(stored.m) if stored.m is not None else {},
-                       pm.decode(stored.v) if stored.v is not None else {})

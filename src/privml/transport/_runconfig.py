@@ -55,6 +55,12 @@ class RunConfig:
     shamir_threshold: int | None = None  # default: a majority of the neighbours
     min_survivors: int | None = None  # default: max(2, ceil(n / 2))
     secagg_stage_timeout: float = 30.0  # seconds each stage after the first waits
+    # Client-level DP with central noise (on when target_epsilon or noise_multiplier is set)
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    noise_multiplier: float | None = None  # default: calibrated to target_epsilon
+    clip_norm: float = 1.0
+    accountant: str = "rdp"
 
     def __post_init__(self) -> None:
         if self.norm_bound is not None and not (math.isfinite(self.norm_bound)
@@ -64,6 +70,13 @@ class RunConfig:
             raise ConfigError("max_update_bytes must be at least 1024")
         make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr)  # validates
         self.round_config()  # validates the rest
+        if self.dp:
+            self.dp_settings()  # validates
+            if self.secagg:
+                raise ConfigError("DP over HTTPS adds central noise for now; with secure "
+                                  "aggregation the noise must come from the clients "
+                                  "(distributed discrete Gaussian), which only the simulator "
+                                  "runs so far: drop --secagg or the DP settings")
         if self.secagg:
             if self.norm_bound is not None:
                 raise ConfigError("norm_bound checks individual updates, which secure "
@@ -73,6 +86,24 @@ class RunConfig:
                 raise ConfigError("secagg_stage_timeout must be > 0")
             self.encoding()
             self.secagg_config()
+
+    @property
+    def dp(self) -> bool:
+        return self.target_epsilon is not None or self.noise_multiplier is not None
+
+    def dp_settings(self) -> _ServerDP:
+        """The coordinator's DP settings. It samples a fixed number of clients from a pool
+        whose size it cannot vouch for, so it claims no amplification by sampling (q = 1):
+        each round is accounted as a Gaussian mechanism over the sampled clients."""
+        from privml.sim import SimConfig
+
+        SimConfig(target_epsilon=self.target_epsilon, delta=self.delta,  # checks ranges
+                  noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
+                  accountant=self.accountant)
+        return _ServerDP(clients=self.clients_per_round, per_round=self.clients_per_round,
+                         rounds=self.rounds, target_epsilon=self.target_epsilon,
+                         delta=self.delta, noise_multiplier=self.noise_multiplier,
+                         clip_norm=self.clip_norm, accountant=self.accountant)
 
     def encoding(self) -> FixedPoint:
         """The fixed-point encoding of updates (ConfigError if the sum could wrap)."""
@@ -102,6 +133,21 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _ServerDP:
+    clients: int
+    per_round: int
+    rounds: int
+    target_epsilon: float | None
+    delta: float
+    noise_multiplier: float | None
+    clip_norm: float
+    accountant: str
+    dp_sampling: str = "fixed"
+    insecure_dp_seed: int | None = None
+    secagg: bool = False
 
 
 @dataclass(frozen=True, slots=True)

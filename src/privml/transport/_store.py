@@ -35,7 +35,7 @@ from privml._exceptions import ConfigError, DataError
 __all__ = ["SCHEMA_VERSION", "ClosedRound", "CoordinatorStore", "EvaluationRecord",
            "RoundRecord", "RunRecord", "StoredState", "StoredUpdate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE runs (
@@ -90,6 +90,15 @@ _MIGRATIONS: dict[int, str] = {
         reason TEXT NOT NULL, examples INTEGER NOT NULL, loss REAL, accuracy REAL,
         closed_at TEXT NOT NULL,
         PRIMARY KEY (run_id, round)
+    );
+    """,
+    # The privacy ledger: every DP event a run composed (JSON, in order), so a restarted
+    # coordinator rebuilds its accountant and reports name what was protected.
+    3: """
+    CREATE TABLE privacy_ledger (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL, round INTEGER NOT NULL, entry TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
     );
     """,
 }
@@ -289,6 +298,19 @@ class CoordinatorStore:
                  update.num_examples, update.body_sha256, json.dumps(update.metrics),
                  update.delta, self._now()))
             self._seen(db, run_id, update.client_id)
+
+    def add_ledger_entry(self, run_id: str, entry: Mapping[str, Any]) -> None:
+        """One DP event of the run (see privml.dp.ClientLevelDP.record), appended."""
+        with self._tx() as db:
+            (seq,) = db.execute("SELECT COUNT(*) FROM privacy_ledger WHERE run_id=?",
+                                (run_id,)).fetchone()
+            db.execute("INSERT INTO privacy_ledger VALUES (?,?,?,?)",
+                       (run_id, seq, int(entry["round"]), json.dumps(dict(entry))))
+
+    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT entry FROM privacy_ledger WHERE run_id=? ORDER BY seq",
+                                (run_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def close_round(self, run_id: str, closed: ClosedRound) -> None:
         r = closed.round

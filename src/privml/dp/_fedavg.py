@@ -1,4 +1,5 @@
-"""Client-level DP-FedAvg in the simulator (McMahan et al. 2018), with a privacy ledger.
+"""Client-level DP-FedAvg (McMahan et al. 2018) with a privacy ledger: the simulator's and
+the coordinator's.
 
 Each round, every sampled client's update is clipped to L2 norm ``clip_norm`` (C); the
 clipped updates are summed and Gaussian noise is added to the sum, and the noisy sum is
@@ -25,26 +26,51 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from privml._exceptions import ConfigError, RoundAbortedError
-from privml.dp import (
-    DistributedDiscreteGaussian,
+from privml.dp._accounting import (
     PrivacyAccountant,
-    clip_l2,
     event_to_json,
     fixed_size,
-    gaussian_noise,
-    insecure_rng,
     noise_for,
     poisson,
-    secure_rng,
 )
-from privml.sim._config import SimConfig
+from privml.dp._clip import clip_l2
+from privml.dp._discrete import DistributedDiscreteGaussian
+from privml.dp._noise import gaussian_noise, insecure_rng, secure_rng
 
-__all__ = ["ClientLevelDP"]
+__all__ = ["ClientLevelDP", "DPSettings"]
+
+
+class DPSettings(Protocol):
+    """What client-level DP needs to know (``SimConfig`` has it; the coordinator makes one).
+    ``clients`` is the population sampled from and ``per_round`` the expected sample."""
+
+    @property
+    def clients(self) -> int: ...
+    @property
+    def per_round(self) -> int: ...
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def target_epsilon(self) -> float | None: ...
+    @property
+    def delta(self) -> float: ...
+    @property
+    def noise_multiplier(self) -> float | None: ...
+    @property
+    def clip_norm(self) -> float: ...
+    @property
+    def dp_sampling(self) -> str: ...
+    @property
+    def accountant(self) -> str: ...
+    @property
+    def insecure_dp_seed(self) -> int | None: ...
+    @property
+    def secagg(self) -> bool: ...
 
 _GRID = 4096  # integer steps per clip norm in the distributed encoding (gamma = C / 4096)
 
@@ -53,7 +79,7 @@ _GRID = 4096  # integer steps per clip norm in the distributed encoding (gamma =
 class ClientLevelDP:
     """The DP side of one simulation: noise calibration, aggregation, accountant, ledger."""
 
-    cfg: SimConfig
+    cfg: DPSettings
     dim: int
     q: float = 0.0
     z: float = 0.0

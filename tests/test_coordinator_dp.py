@@ -1,0 +1,97 @@
+"""Client-level DP at the coordinator: central noise, a ledger in the store, and a round past
+the budget refused with the model and the ledger unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from privml import params as pm
+from privml.dp import PrivacyAccountant, fixed_size
+from privml.transport._coordinator import Coordinator, RunConfig, UpdateMeta
+from privml.transport._store import CoordinatorStore
+
+SPEC = {"w": (3, 2), "b": (2,)}
+NAMES = ("alice", "bob")
+
+
+def _initial() -> pm.Params:
+    return {k: np.zeros(s, np.float32) for k, s in SPEC.items()}
+
+
+def _eps(rounds: int, z: float) -> float:
+    acct = PrivacyAccountant(kind="rdp", relation="replace_one")
+    acct.compose(fixed_size(sample_size=2, population=2, noise_multiplier=z), count=rounds)
+    return acct.epsilon(delta=1e-5)
+
+
+def _coordinator(store: CoordinatorStore | None = None, **kw: object) -> Coordinator:
+    cfg = RunConfig(**{"rounds": 4, "clients_per_round": 2, "noise_multiplier": 2.0,
+                       "clip_norm": 0.5, **kw})
+    c = Coordinator(cfg, run_id="run-dp", model_spec_json="{}", initial=_initial(),
+                    store=store)
+    for name in NAMES:
+        c.enrol(name, 0.0)
+    return c
+
+
+def _round(c: Coordinator, value: float) -> None:
+    r = c.machine.round
+    for i, name in enumerate(NAMES):
+        body = pm.encode({k: np.full(s, value, np.float32) for k, s in SPEC.items()})
+        c.submit(name, UpdateMeta("run-dp", r, f"upd-{r}-{i}-xxxxxxxx", 10), body, 1.0)
+
+
+def test_central_noise_is_added_and_every_round_is_in_the_ledger(tmp_path: Path) -> None:
+    with CoordinatorStore(tmp_path / "s.db") as store:
+        c = _coordinator(store)
+        _round(c, 3.0)  # norm 3*sqrt(8) >> C = 0.5: clipped
+        ledger = store.ledger("run-dp")
+        assert len(ledger) == 1 and ledger[0]["unit"] == "client"
+        assert ledger[0]["event"]["type"] == "fixed_size"
+        mean = pm.flatten(c.params)
+        # Without noise the step would be exactly the clipped mean; with z*C = 1 noise on
+        # the sum over 2 clients it is not.
+        clipped = np.full(8, 3.0) * (0.5 / np.linalg.norm(np.full(8, 3.0)))
+        assert not np.allclose(mean, clipped, atol=1e-3)
+        status = c.status()["privacy"]
+        assert status["epsilon"] == pytest.approx(_eps(1, 2.0))
+        assert status["dp_unit"] == "client" and status["dp_placement"] == "central"
+
+
+def test_the_round_past_the_budget_is_refused_model_and_ledger_unchanged(
+        tmp_path: Path) -> None:
+    target = (_eps(2, 2.0) + _eps(3, 2.0)) / 2
+    with CoordinatorStore(tmp_path / "s.db") as store:
+        c = _coordinator(store, target_epsilon=target)
+        _round(c, 0.1)
+        _round(c, 0.2)
+        before = pm.flatten(c.params).copy()
+        _round(c, 0.3)  # round 3 would pass the budget
+        np.testing.assert_array_equal(pm.flatten(c.params), before)
+        assert len(store.ledger("run-dp")) == 2
+        assert c.finished and c.budget_refused is not None
+        assert c.budget_refused["round"] == 3
+        assert c.budget_refused["epsilon_would_be"] == pytest.approx(_eps(3, 2.0))
+        assert store.run("run-dp").status == "stopped"
+
+
+def test_a_resumed_coordinator_keeps_the_budget_already_spent(tmp_path: Path) -> None:
+    with CoordinatorStore(tmp_path / "s.db") as store:
+        c = _coordinator(store)
+        _round(c, 0.1)
+        _round(c, 0.1)
+    with CoordinatorStore(tmp_path / "s.db") as store:
+        again = Coordinator.resume(store, "run-dp")
+        assert again.dp is not None
+        assert again.dp.accountant.epsilon(delta=1e-5) == pytest.approx(_eps(2, 2.0))
+        assert len(again.dp.ledger) == 2
+
+
+def test_dp_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="secure"):
+        RunConfig(noise_multiplier=1.0, secagg=True)
+    with pytest.raises(ValueError, match="clip_norm"):
+        RunConfig(noise_multiplier=1.0, clip_norm=-1.0)
