@@ -150,7 +150,8 @@ def _server_args(fed: Path, *extra: str) -> list[str]:
             "--model", "logreg", "--epochs", "1", "--round-timeout", "30", *extra]
 
 
-@pytest.mark.parametrize("secagg", [[], ["--secagg"]], ids=["plain", "secagg"])
+@pytest.mark.parametrize("secagg", [[], ["--secagg"], ["--noise-multiplier", "1.0"]],
+                         ids=["plain", "secagg", "dp"])
 def test_server_runs_two_rounds_with_two_client_processes(tmp_path: Path, procs: list[Proc],
                                                          secagg: list[str]) -> None:
     paths = init_federation(tmp_path / "fed")
@@ -173,6 +174,8 @@ def test_server_runs_two_rounds_with_two_client_processes(tmp_path: Path, procs:
                            "--cert", str(cert), "--key", str(key), "--partition", str(i),
                            "--of", "2"], log=tmp_path / f"client-{i}.log"))
     server.wait_for(r"^finished after 2 rounds; model: ", timeout=90)
+    if "--noise-multiplier" in secagg:
+        server.wait_for(r"^client-level DP: epsilon = \d+\.\d+ at delta = 1e-05")
     assert server.p.wait(30) == 0
     model_file = paths.dir / "runs" / run_id / "model.safetensors"
     from privml.models import load_model

@@ -228,6 +228,8 @@ class _Runs:
                           f"{len(close.accepted)} updates", highlight=False)
             seen = len(history)
             if ended:
+                if coord.budget_refused is not None:
+                    return "stopped by the privacy budget"
                 return "stopped by an admin" if status == "stopped" else "finished"
             if failed:  # (an admin's stop ends the run first; only the store leaves it open)
                 return STORE_FAILED
@@ -248,6 +250,12 @@ class _Runs:
             done = len(coord.history)
         out.print(f"{outcome} after {done} rounds; model: {model_file}", highlight=False,
                   soft_wrap=True)
+        if coord.dp is not None:
+            spent = coord.dp.summary()
+            out.print(f"client-level DP: epsilon = {spent['epsilon']:.4f} at delta = "
+                      f"{spent['delta']:g} ({spent['accountant']}, z = "
+                      f"{spent['noise_multiplier']:.4g}, C = {spent['clip_norm']:g})",
+                      highlight=False)
         self.current, self.last = None, coord
 
 
@@ -338,6 +346,15 @@ def server_cmd(
         help="With --secagg: each update coordinate is clipped to [-clip, clip].")] = 2.0,
     secagg_bits: Annotated[int, typer.Option(
         help="With --secagg: the sum lives in Z_{2^bits} (32 or 64).")] = 32,
+    target_epsilon: Annotated[float | None, typer.Option(
+        help="Client-level DP (central noise): the budget; a round that would pass it is "
+        "refused and the run stops.", show_default=False)] = None,
+    delta: Annotated[float, typer.Option(help="Client-level DP: the delta.")] = 1e-5,
+    noise_multiplier: Annotated[float | None, typer.Option(
+        help="Client-level DP: z (default: calibrated to --target-epsilon).",
+        show_default=False)] = None,
+    clip_norm: Annotated[float, typer.Option(
+        help="Client-level DP: each update's L2 norm is clipped to this.")] = 1.0,
     min_survivors: Annotated[int | None, typer.Option(
         help="With --secagg: the fewest clients whose sum may be revealed "
         "(default max(2, n/2)).", show_default=False)] = None,
@@ -391,7 +408,9 @@ def server_cmd(
         defaults = {"min_updates": min_updates, "round_timeout": round_timeout,
                     "strategy": strategy, "epochs": epochs, "min_clients": min_clients,
                     "eval_every": eval_every, "secagg": secagg, "secagg_clip": secagg_clip,
-                    "secagg_bits": secagg_bits,
+                    "secagg_bits": secagg_bits, "target_epsilon": target_epsilon,
+                    "delta": delta, "noise_multiplier": noise_multiplier,
+                    "clip_norm": clip_norm,
                     "min_survivors": min_survivors, "shamir_threshold": shamir_threshold}
         factory = _run_factory(model=model, dataset=dataset, seed=seed, defaults=defaults,
                                store=store)

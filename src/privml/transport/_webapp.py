@@ -67,6 +67,10 @@ class RunRequest(BaseModel):
     secagg: bool | None = None
     secagg_clip: float | None = Field(default=None, gt=0)
     secagg_bits: int | None = None
+    target_epsilon: float | None = Field(default=None, gt=0)
+    delta: float | None = Field(default=None, gt=0, lt=1)
+    noise_multiplier: float | None = Field(default=None, gt=0)
+    clip_norm: float | None = Field(default=None, gt=0)
     min_survivors: int | None = Field(default=None, ge=2)
     shamir_threshold: int | None = Field(default=None, ge=1)
 
