@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from _report import write_section
 from opacus_side import MODELS, batch, build, median_step
 from privml.train._dpsgd import DPSGDConfig, _dp_step, _Rngs
 
@@ -204,14 +205,7 @@ def markdown_section(result: dict[str, Any]) -> str:
 
 
 def update_benchmarks_md(section: str) -> None:
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCHMARKS_MD.write_text(text)
+    write_section(START, END, section)
 
 
 def main() -> int:

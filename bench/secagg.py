@@ -48,6 +48,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from _report import write_section
 from privml.secagg import ClientStage, FixedPoint, SecAggConfig, run_round
 
 HERE = Path(__file__).resolve().parent
@@ -219,13 +220,7 @@ def _write_markdown(cases: list[dict[str, Any]], flower: list[dict[str, Any]]) -
         "includes its Ray messaging. Flower without SecAgg, same setting: "
         + (", ".join(plain) if plain else "not run") + ".", "",
         *rows, "", MARK_END])
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if MARK_START in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + body + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    BENCHMARKS_MD.write_text(text)
+    write_section(MARK_START, MARK_END, body)
 
 
 if __name__ == "__main__":
