@@ -130,7 +130,7 @@ def idle_status() -> dict[str, Any]:
     """``/v1/status`` of a server without a run (the keys of ``Coordinator.status``)."""
     return {"run": None, "phase": "idle", "round": 0, "rounds": None, "completed": 0,
             "failed": 0, "available": 0, "sampled": 0, "accepted": 0, "reported": 0,
-            "model_etag": None, "last_evaluation": None, "secagg": None}
+            "model_etag": None, "last_evaluation": None, "secagg": None, "privacy": None}
 
 
 def install_error_handlers(app: FastAPI, state: ServerState) -> None:
