@@ -308,7 +308,7 @@ def test_refused_messages_have_distinct_codes_and_the_round_goes_on() -> None:
     a, b = r.ids[0], r.ids[1]
     adv = encode(r.clients[a].advertise())
     assert _code(r.send, a, adv[:-5]) == "truncated"
-    assert _code(r.send, a, b"XXX" + adv[3:]) == "bad_message"
+    assert _code(r.send, a, b"QQQ" + adv[3:]) == "bad_message"
     assert _code(r.send, a, adv + b"\0") == "bad_message"
     assert _code(r.send, b, adv) == "wrong_sender"  # b posts a's keys as its own
     mine = decode(adv)
