@@ -426,3 +426,23 @@ def test_a_failing_run_leaves_the_model_as_it_was(
                  max_grad_norm=1.0), seed=0)
     after = get_params(model)
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_a_fixed_sample_rate_is_the_same_for_clients_of_any_size() -> None:
+    """One q for every client: the expected batch scales with the data instead."""
+    import numpy as np
+
+    from privml.data import ClientData, load_dataset
+    from privml.models import build_torch, zoo
+    from privml.train import DPSGDConfig, TrainConfig, train_dp
+
+    ds = load_dataset("digits", seed=0)
+    spec = zoo("logreg", input_shape=ds.input_shape, num_classes=10)
+    dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.25)
+    for n in (40, 400):
+        data = ClientData(ds.x_train, ds.y_train, np.arange(n, dtype=np.int64))
+        r = train_dp(build_torch(spec), data, TrainConfig(epochs=1, batch_size=16), dp=dp,
+                     seed=0)
+        assert r.sample_rate == 0.25 and r.steps == 4
+    with pytest.raises(ValueError, match="sample_rate"):
+        DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=1.5)

@@ -49,12 +49,16 @@ class DPSGDConfig:
 
     ``noise_multiplier`` z >= 0 (0 is clipping without privacy), ``max_grad_norm`` C > 0.
     ``insecure_seed`` fixes the noise and the batch sampling: reproducible, and therefore
-    no privacy at all — for tests only.
+    no privacy at all — for tests only. ``sample_rate``, when given, is every client's
+    Poisson rate q whatever its data size (the expected batch is then q·n): with clients of
+    very different sizes, a fixed batch size gives the smallest the largest rate, and it is
+    that client's ε that a federation reports.
     """
 
     noise_multiplier: float
     max_grad_norm: float
     insecure_seed: int | None = None
+    sample_rate: float | None = None
 
     def __post_init__(self) -> None:
         for label in ("noise_multiplier", "max_grad_norm"):
@@ -69,6 +73,10 @@ class DPSGDConfig:
             raise ConfigError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         if self.insecure_seed is not None:
             _check_seed(self.insecure_seed)
+        if self.sample_rate is not None and (
+                isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, float)
+                or not 0 < self.sample_rate <= 1):
+            raise ConfigError(f"sample_rate must be a float in (0, 1], got {self.sample_rate!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +154,7 @@ def _fit(model: nn.Module, data: ClientDataLike, config: TrainConfig, dp: DPSGDC
     """The DP-SGD loop; returns (mean per-example loss over all batches — NaN if every
     batch was empty —, steps, q)."""
     n = len(data)
-    q = sample_rate(config.batch_size, n)
+    q = sample_rate(config.batch_size, n) if dp.sample_rate is None else dp.sample_rate
     steps = config.epochs * steps_per_epoch(q)
     opt = _optimizer(model, config)
     loss_total, seen = 0.0, 0
