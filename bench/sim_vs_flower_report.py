@@ -9,6 +9,8 @@ from typing import Any
 
 from rich.table import Table
 
+from _report import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 COMMAND = ".venv/bin/python bench/sim_vs_flower.py"
@@ -123,18 +125,7 @@ def markdown_section(result: dict[str, Any]) -> str:
 
 
 def update_benchmarks_md(section: str) -> None:
-    if BENCHMARKS_MD.exists():
-        text = BENCHMARKS_MD.read_text()
-    else:
-        text = ("# Benchmarks\n\nFigures with the command that reproduces each. Every benchmark "
-                "runs privml and a peer side by side in the same run on the same machine, so "
-                "timings are ratios; raw JSON is in `bench/results/`.\n")
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCHMARKS_MD.write_text(text)
+    write_section(MARK_START, MARK_END, section, BENCHMARKS_MD)
 
 
 CAVEATS = [

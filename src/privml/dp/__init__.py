@@ -24,7 +24,7 @@ from privml.dp._accounting import (
 )
 from privml.dp._clip import AdaptiveClip, adaptive_noise_multiplier, clip_l2
 from privml.dp._discrete import DistributedDiscreteGaussian, ddg_tau, discrete_gaussian
-from privml.dp._fedavg import ClientLevelDP, DPSettings
+from privml.dp._fedavg import ClientLevelDP, DPSettings, check_dp_settings
 from privml.dp._noise import gaussian_noise, insecure_rng, secure_rng
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "DistributedDiscreteGaussian",
     "PrivacyAccountant",
     "adaptive_noise_multiplier",
+    "check_dp_settings",
     "clip_l2",
     "ddg_tau",
     "discrete_gaussian",

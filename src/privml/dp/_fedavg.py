@@ -42,7 +42,29 @@ from privml.dp._clip import clip_l2
 from privml.dp._discrete import DistributedDiscreteGaussian
 from privml.dp._noise import gaussian_noise, insecure_rng, secure_rng
 
-__all__ = ["ClientLevelDP", "DPSettings"]
+__all__ = ["ClientLevelDP", "DPSettings", "check_dp_settings"]
+
+
+def check_dp_settings(*, target_epsilon: float | None, delta: float,
+                      noise_multiplier: float | None, clip_norm: float, dp_sampling: str,
+                      accountant: str) -> None:
+    """ConfigError naming the first bad client-level DP setting (simulator and server)."""
+    if target_epsilon is not None and not (math.isfinite(target_epsilon)
+                                           and target_epsilon > 0):
+        raise ConfigError(f"target_epsilon must be > 0, got {target_epsilon}")
+    if not 0 < delta < 1:
+        raise ConfigError(f"delta must be in (0, 1), got {delta}")
+    if noise_multiplier is not None and not (math.isfinite(noise_multiplier)
+                                             and noise_multiplier > 0):
+        raise ConfigError(f"noise_multiplier must be > 0, got {noise_multiplier}")
+    if not (math.isfinite(clip_norm) and clip_norm > 0):
+        raise ConfigError(f"clip_norm must be > 0, got {clip_norm}")
+    if dp_sampling not in ("poisson", "fixed"):
+        raise ConfigError(f"dp_sampling must be 'poisson' or 'fixed', got {dp_sampling!r}")
+    if accountant not in ("rdp", "pld"):
+        raise ConfigError(f"accountant must be 'rdp' or 'pld', got {accountant!r}")
+    if dp_sampling == "fixed" and accountant != "rdp":
+        raise ConfigError("fixed-size sampling is accounted by RDP only (accountant='rdp')")
 
 
 class DPSettings(Protocol):

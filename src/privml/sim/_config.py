@@ -89,23 +89,11 @@ class SimConfig:
         return self.target_epsilon is not None or self.noise_multiplier is not None
 
     def _check_dp(self) -> None:
-        if self.target_epsilon is not None and not (math.isfinite(self.target_epsilon)
-                                                    and self.target_epsilon > 0):
-            raise ConfigError(f"target_epsilon must be > 0, got {self.target_epsilon}")
-        if not 0 < self.delta < 1:
-            raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-        if self.noise_multiplier is not None and not (math.isfinite(self.noise_multiplier)
-                                                      and self.noise_multiplier > 0):
-            raise ConfigError(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
-        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
-            raise ConfigError(f"clip_norm must be > 0, got {self.clip_norm}")
-        if self.dp_sampling not in ("poisson", "fixed"):
-            raise ConfigError(f"dp_sampling must be 'poisson' or 'fixed', got "
-                              f"{self.dp_sampling!r}")
-        if self.accountant not in ("rdp", "pld"):
-            raise ConfigError(f"accountant must be 'rdp' or 'pld', got {self.accountant!r}")
-        if self.dp and self.dp_sampling == "fixed" and self.accountant != "rdp":
-            raise ConfigError("fixed-size sampling is accounted by RDP only (accountant='rdp')")
+        from privml.dp import check_dp_settings
+
+        check_dp_settings(target_epsilon=self.target_epsilon, delta=self.delta,
+                          noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
+                          dp_sampling=self.dp_sampling, accountant=self.accountant)
         if self.dp and self.dropout > 0:
             raise ConfigError("client-level DP divides by the expected number of clients; "
                               "simulated stragglers would bias it (use dropout=0)")

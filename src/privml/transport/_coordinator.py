@@ -379,8 +379,8 @@ class Coordinator:
                     new, self.state = self.strategy.aggregate(self.params, ups, self.state)
                 self._set_params(new)
             elif isinstance(action, CloseRound):
-                if self.dp is not None and not action.accepted and not self.budget_refused:
-                    self._charge(action.round, 0)  # a failed round is charged (dp/_fedavg)
+                if self.dp is not None and not action.accepted and self._admit(action.round, 0):
+                    self._record(action.round, 0)  # a failed round is charged (dp/_fedavg)
                 self.history.append(action)
                 closed = (action, self._accepted)
                 self._accepted = {}
@@ -402,7 +402,7 @@ class Coordinator:
         """Client-level DP-FedAvg with central noise; a round past the budget is refused:
         nothing applied, the ledger unchanged, and the run stops after it."""
         assert self.dp is not None
-        if not self._charge(action.round, len(action.client_ids), check_only=True):
+        if not self._admit(action.round, len(action.client_ids)):
             return
         flat = {c: pm.flatten({k: self._accepted[c].update.delta[k] for k in self.spec})
                 for c in action.client_ids}
@@ -410,9 +410,10 @@ class Coordinator:
         new, self.state = self.strategy.apply(
             self.params, pm.unflatten(noisy.astype(np.float32), self.spec), self.state)
         self._set_params(new)
-        self._charge(action.round, len(action.client_ids))
+        self._record(action.round, len(action.client_ids))
 
-    def _charge(self, round_: int, clients: int, *, check_only: bool = False) -> bool:
+    def _admit(self, round_: int, clients: int) -> bool:
+        """Whether the round fits the budget; if not, it is noted and the run will stop."""
         assert self.dp is not None
         if self.budget_refused is not None:
             return False
@@ -422,11 +423,13 @@ class Coordinator:
             self.budget_refused = {"round": float(round_), "epsilon_would_be": exc.epsilon,
                                    "target_epsilon": exc.target}
             return False
-        if not check_only:
-            self.dp.record(round_, clients)
-            if self._store is not None:
-                self._store.add_ledger_entry(self.run_id, self.dp.ledger[-1])
         return True
+
+    def _record(self, round_: int, clients: int) -> None:
+        assert self.dp is not None
+        self.dp.record(round_, clients)
+        if self._store is not None:
+            self._store.add_ledger_entry(self.run_id, self.dp.ledger[-1])
 
     def _start_secure(self, task: SendTask) -> None:
         if not self.config.secagg or (self._secure is not None

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from privml._exceptions import ConfigError, ProtocolError
+from privml.dp import check_dp_settings
 from privml.protocol import RoundConfig
 from privml.secagg import FixedPoint, SecAggConfig
 from privml.strategies import make_strategy
@@ -95,11 +96,9 @@ class RunConfig:
         """The coordinator's DP settings. It samples a fixed number of clients from a pool
         whose size it cannot vouch for, so it claims no amplification by sampling (q = 1):
         each round is accounted as a Gaussian mechanism over the sampled clients."""
-        from privml.sim import SimConfig
-
-        SimConfig(target_epsilon=self.target_epsilon, delta=self.delta,  # checks ranges
-                  noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
-                  accountant=self.accountant)
+        check_dp_settings(target_epsilon=self.target_epsilon, delta=self.delta,
+                          noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
+                          dp_sampling="fixed", accountant=self.accountant)
         return _ServerDP(clients=self.clients_per_round, per_round=self.clients_per_round,
                          rounds=self.rounds, target_epsilon=self.target_epsilon,
                          delta=self.delta, noise_multiplier=self.noise_multiplier,
