@@ -26,22 +26,49 @@ def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_demo_over_mtls_reaches_target_and_writes_plot(demo_run: DemoRun) -> None:
     s = demo_run.summary
-    assert s["final_accuracy"] >= 0.90  # type: ignore[operator]
+    # DP-SGD on every client at epsilon 8: ten demo runs measured 0.87-0.92 (BENCHMARKS.md,
+    # "demo"); the aim is 0.85. The test allows for the noise, which is fresh each run.
+    assert s["final_accuracy"] >= 0.83  # type: ignore[operator]
     assert s["transport"] == "https" and s["tls_version"] == "TLSv1.3"
     assert s["secagg"] is True  # secure aggregation is on by default
     assert s["secagg_encoding"]["bits"] == 32  # type: ignore[index]
     assert s["clients"] == 8 and s["rounds"] == 30 and s["rounds_completed"] == 30
     assert s["client_exit_codes"] == [0] * 8 and s["security_events"] == 0
     # federated evaluation: clients score each global model on their own held-out 20 %
-    assert s["federated_examples"] > 200 and s["federated_accuracy"] > 0.85  # type: ignore[operator]
+    assert s["federated_examples"] > 200 and s["federated_accuracy"] > 0.80  # type: ignore[operator]
     assert s["alpha"] == 0.5 and s["strategy"] == "fedavg" and s["dataset"] == "digits"
     assert s["seconds_per_round"] > 0  # type: ignore[operator]
     png = demo_run.out / "accuracy.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (demo_run.out / "model.safetensors").stat().st_size > 0
     assert (demo_run.out / "federation" / "ca.pem").exists()
-    assert "target test accuracy >= 0.9: met" in demo_run.stdout
+    assert "target test accuracy >= 0.85: " in demo_run.stdout
     assert "Traceback" not in demo_run.stderr
+
+
+def test_demo_runs_with_example_level_dp_and_reports_epsilon(demo_run: DemoRun) -> None:
+    """DP is on by default: DP-SGD on every client, (epsilon, delta) for the whole run,
+    one ledger entry per round, kept with the run in the run database."""
+    from privml.dp import PrivacyAccountant
+    from privml.sim import RunStore
+
+    s = demo_run.summary
+    assert s["dp_unit"] == "example" and s["accountant"] == "rdp" and s["delta"] == 1e-5
+    assert s["target_epsilon"] == 8.0 and 7.99 <= s["epsilon"] <= 8.0  # type: ignore[operator]
+    assert s["budget_refused"] is None and s["model"] == "logreg"
+    assert s["sample_rate"] == 0.15 and s["clip_norm"] == 0.5
+    assert "DP-SGD" in s["assumption"]  # type: ignore[operator]
+    ledger = s["ledger"]
+    assert isinstance(ledger, list) and [e["round"] for e in ledger] == list(range(1, 31))
+    assert {e["unit"] for e in ledger} == {"example"}
+    assert ledger[-1]["epsilon"] == pytest.approx(s["epsilon"])
+    # The ledger alone gives the run's epsilon back.
+    again = PrivacyAccountant.from_events([{"event": e["event"], "count": 1} for e in ledger],
+                                          kind="rdp", relation="add_or_remove")
+    assert again.epsilon(delta=1e-5) == pytest.approx(s["epsilon"])
+    with RunStore(demo_run.home / "runs.db") as store:
+        assert len(store.ledger(int(s["run_id"]))) == 30  # type: ignore[call-overload]
+    assert "example-level DP" in demo_run.stdout and "epsilon = " in demo_run.stdout
 
 
 def test_demo_sim_reaches_target(tmp_path: Path) -> None:

@@ -244,3 +244,67 @@ def test_storage_failure_is_503_and_counts_nothing(federation_dir: FederationPat
             r = h.get("/v1/task", headers=HDR)
             assert r.status_code == 503 and r.json()["error"] == "storage_unavailable"
     store.close()
+
+
+def _run_clients(fed: Fed, names: tuple[str, ...]) -> dict[str, object]:
+    reports: dict[str, object] = {}
+
+    def run(name: str, index: int) -> None:
+        cert, key = fed.paths.client(name)
+        with FederatedClient(fed.server.url, ca=fed.paths.ca_cert, cert=cert, key=key,
+                             data=_client_data(index)) as c:
+            reports[name] = c.run(max_seconds=120)
+
+    threads = [threading.Thread(target=run, args=(n, i)) for i, n in enumerate(names)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    return reports
+
+
+def test_example_level_dp_over_mtls(federation_dir: FederationPaths,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients run DP-SGD as the task says and send no (non-private) training loss; the
+    coordinator charges each round to the ledger."""
+    seen: list[dict[str, float]] = []
+    from privml.transport import _coordinator
+
+    real = _coordinator.Coordinator.submit
+
+    def spy(self: Coordinator, client_id: str, meta: object, body: bytes,
+            now: float) -> object:
+        seen.append(dict(meta.metrics))  # type: ignore[attr-defined]
+        return real(self, client_id, meta, body, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_coordinator.Coordinator, "submit", spy)
+    for f in _serve(federation_dir, noise_multiplier=1.0, dp_unit="example",
+                    dp_sample_rate=0.1, clip_norm=1.0, round_timeout=20.0):
+        reports = _run_clients(f, ("alice", "bob"))
+        coord = f.state.coordinator
+        assert coord.finished and all(c.accepted for c in coord.history)
+        assert all(len(r.rounds_trained) == 2 for r in reports.values())  # type: ignore[attr-defined]
+        assert seen and all("train_loss" not in m for m in seen)
+        assert coord.privacy is not None and len(coord.privacy.dp.ledger) == 2
+        assert coord.status()["privacy"]["steps_per_round"] == 10
+
+
+def test_a_client_withholds_an_update_whose_dp_steps_differ_from_the_accounted(
+        federation_dir: FederationPaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privml.transport._privacy import RunPrivacy
+
+    real = RunPrivacy.train_options
+
+    def lying(self: RunPrivacy) -> dict[str, object]:
+        opts = real(self)
+        opts["dp"]["steps"] -= 1  # type: ignore[index, operator]
+        return opts
+
+    monkeypatch.setattr(RunPrivacy, "train_options", lying)
+    for f in _serve(federation_dir, noise_multiplier=1.0, dp_unit="example",
+                    dp_sample_rate=0.5, clip_norm=1.0, round_timeout=2.0, rounds=1):
+        reports = _run_clients(f, ("alice", "bob"))
+        coord = f.state.coordinator
+        assert coord.finished and not any(c.accepted for c in coord.history)
+        for r in reports.values():
+            assert r.refused == ["dp_steps_mismatch"]  # type: ignore[attr-defined]

@@ -150,8 +150,10 @@ def _server_args(fed: Path, *extra: str) -> list[str]:
             "--model", "logreg", "--epochs", "1", "--round-timeout", "30", *extra]
 
 
-@pytest.mark.parametrize("secagg", [[], ["--secagg"], ["--noise-multiplier", "1.0"]],
-                         ids=["plain", "secagg", "dp"])
+@pytest.mark.parametrize("secagg", [
+    [], ["--secagg"], ["--noise-multiplier", "1.0"],
+    ["--secagg", "--dp-unit", "example", "--target-epsilon", "5", "--dp-sample-rate", "0.2"]],
+    ids=["plain", "secagg", "dp", "example-dp-secagg"])
 def test_server_runs_two_rounds_with_two_client_processes(tmp_path: Path, procs: list[Proc],
                                                          secagg: list[str]) -> None:
     paths = init_federation(tmp_path / "fed")
@@ -176,6 +178,8 @@ def test_server_runs_two_rounds_with_two_client_processes(tmp_path: Path, procs:
     server.wait_for(r"^finished after 2 rounds; model: ", timeout=90)
     if "--noise-multiplier" in secagg:
         server.wait_for(r"^client-level DP: epsilon = \d+\.\d+ at delta = 1e-05")
+    if "example" in secagg:  # the whole budget is spent over the run's two rounds
+        server.wait_for(r"^example-level DP: epsilon = 4\.99\d+ at delta = 1e-05")
     assert server.p.wait(30) == 0
     model_file = paths.dir / "runs" / run_id / "model.safetensors"
     from privml.models import load_model

@@ -250,9 +250,10 @@ class _Runs:
             done = len(coord.history)
         out.print(f"{outcome} after {done} rounds; model: {model_file}", highlight=False,
                   soft_wrap=True)
-        if coord.dp is not None:
-            spent = coord.dp.summary()
-            out.print(f"client-level DP: epsilon = {spent['epsilon']:.4f} at delta = "
+        if coord.privacy is not None:
+            spent = coord.privacy.status()
+            out.print(f"{spent['dp_unit']}-level DP: epsilon = {spent['epsilon']:.4f} at "
+                      f"delta = "
                       f"{spent['delta']:g} ({spent['accountant']}, z = "
                       f"{spent['noise_multiplier']:.4g}, C = {spent['clip_norm']:g})",
                       highlight=False)
@@ -347,14 +348,21 @@ def server_cmd(
     secagg_bits: Annotated[int, typer.Option(
         help="With --secagg: the sum lives in Z_{2^bits} (32 or 64).")] = 32,
     target_epsilon: Annotated[float | None, typer.Option(
-        help="Client-level DP (central noise): the budget; a round that would pass it is "
-        "refused and the run stops.", show_default=False)] = None,
-    delta: Annotated[float, typer.Option(help="Client-level DP: the delta.")] = 1e-5,
+        help="DP: the budget; a round that would pass it is refused and the run stops.",
+        show_default=False)] = None,
+    delta: Annotated[float, typer.Option(help="DP: the delta.")] = 1e-5,
     noise_multiplier: Annotated[float | None, typer.Option(
-        help="Client-level DP: z (default: calibrated to --target-epsilon).",
+        help="DP: z (default: calibrated to --target-epsilon).",
         show_default=False)] = None,
     clip_norm: Annotated[float, typer.Option(
-        help="Client-level DP: each update's L2 norm is clipped to this.")] = 1.0,
+        help="DP: the L2 clip of each update (client unit) or of each example's gradient "
+        "(example unit).")] = 1.0,
+    dp_unit: Annotated[str, typer.Option(
+        help="DP unit: 'client' (DP-FedAvg, central noise; for many clients) or 'example' "
+        "(DP-SGD on every client; for a few data holders, combines with --secagg).")]
+    = "client",
+    dp_sample_rate: Annotated[float, typer.Option(
+        help="Example unit: each client's Poisson sampling rate per DP-SGD step.")] = 0.1,
     min_survivors: Annotated[int | None, typer.Option(
         help="With --secagg: the fewest clients whose sum may be revealed "
         "(default max(2, n/2)).", show_default=False)] = None,
@@ -410,7 +418,7 @@ def server_cmd(
                     "eval_every": eval_every, "secagg": secagg, "secagg_clip": secagg_clip,
                     "secagg_bits": secagg_bits, "target_epsilon": target_epsilon,
                     "delta": delta, "noise_multiplier": noise_multiplier,
-                    "clip_norm": clip_norm,
+                    "clip_norm": clip_norm, "dp_unit": dp_unit, "dp_sample_rate": dp_sample_rate,
                     "min_survivors": min_survivors, "shamir_threshold": shamir_threshold}
         factory = _run_factory(model=model, dataset=dataset, seed=seed, defaults=defaults,
                                store=store)

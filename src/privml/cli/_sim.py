@@ -12,6 +12,7 @@ from privml._exceptions import ConfigError
 from privml.cli._app import app, err, guarded, out, summary_table, write_json
 
 DEMO_TARGET = 0.90
+DEMO_DP_TARGET = 0.85  # with DP-SGD at epsilon <= 10, delta 1e-5 (issue 5)
 
 
 def _alpha(value: str) -> float | None:
@@ -149,13 +150,20 @@ def demo_cmd(
     secagg: Annotated[bool, typer.Option(
         help="Secure aggregation (SecAgg+): the coordinator sees only the sum of the "
         "updates.")] = True,
+    dp: Annotated[bool, typer.Option(
+        help="Example-level differential privacy: DP-SGD on every client, (epsilon, delta) "
+        "accounted for the whole run.")] = True,
+    target_epsilon: Annotated[float, typer.Option(
+        help="The run's privacy budget epsilon (with --dp).")] = 8.0,
+    delta: Annotated[float, typer.Option(help="The run's delta (with --dp).")] = 1e-5,
 ) -> None:
     """Run the main job on the embedded defaults.
 
     A federation CA and certificates are made in the work folder, the coordinator starts on
     127.0.0.1 (a free port, TLS 1.3, mutual TLS), and 8 client processes — each holding its
-    own Dirichlet(0.5) share of the digits — train 30 rounds of FedAvg. ``--sim`` runs the
-    in-process simulator instead (20 clients, 10 per round).
+    own Dirichlet(0.5) share of the digits — train 30 rounds of FedAvg with DP-SGD (example-
+    level DP, epsilon 8 at delta 1e-5 for the whole run) and secure aggregation. ``--sim``
+    runs the in-process simulator instead (20 clients, 10 per round, no DP).
     """
     if sim:
         _demo_sim(json_path, out_dir, db, progress)
@@ -164,15 +172,19 @@ def demo_cmd(
     from privml.sim._config import RoundRecord
     from privml.transport import NetworkConfig, run_network_federation
 
-    cfg = NetworkConfig(secagg=secagg)
+    cfg = NetworkConfig(secagg=secagg, target_epsilon=target_epsilon if dp else None,
+                        delta=delta)
     out.print(f"[bold]privml demo[/]: coordinator on 127.0.0.1 over mutual TLS, {cfg.clients} "
               f"client processes on digits (Dirichlet alpha {cfg.alpha}), {cfg.rounds} rounds"
-              f"{', secure aggregation (SecAgg+)' if secagg else ''}")
+              f"{', secure aggregation (SecAgg+)' if secagg else ''}"
+              f"{f', DP-SGD on every client (epsilon {target_epsilon:g})' if dp else ''}")
     summary = run_network_federation(cfg, out_dir, progress=progress)
     names = [f.name for f in fields(RoundRecord)]
     history = [RoundRecord(**{k: h[k] for k in names}) for h in summary["history"]]
-    summary["plot"] = str(plot_history(history, out_dir / "accuracy.png",
-                                       title="privml demo: 8 clients over mutual TLS, FedAvg"))
+    title = "privml demo: 8 clients over mutual TLS, FedAvg"
+    if dp:
+        title += f", DP-SGD (eps {summary['epsilon']:.2f}, delta {delta:g})"
+    summary["plot"] = str(plot_history(history, out_dir / "accuracy.png", title=title))
     with RunStore(db) as store:
         summary["run_id"] = store.add_summary(summary, kind="demo")
     if json_path is not None:
@@ -184,9 +196,15 @@ def demo_cmd(
     out.print(f"federated evaluation (final model, on the clients' own held-out data): "
               f"{summary['federated_accuracy']:.4f} on {summary['federated_examples']:.0f} "
               f"examples ({len(summary['evaluations'])} evaluation rounds)", highlight=False)
+    if dp:
+        out.print(f"example-level DP (DP-SGD on each client, q = {summary['sample_rate']:g}, "
+                  f"z = {summary['noise_multiplier']:.4g}, C = {summary['clip_norm']:g}): "
+                  f"epsilon = {summary['epsilon']:.4f} at delta = {summary['delta']:g} "
+                  f"({summary['accountant']}); assumes {summary['assumption']}",
+                  highlight=False)
     for key in ("plot", "model_file"):
         out.print(f"{key.replace('_', ' ')}: {summary[key]}")
-    _verdict(float(summary["final_accuracy"]))
+    _verdict(float(summary["final_accuracy"]), DEMO_DP_TARGET if dp else DEMO_TARGET)
 
 
 def _demo_sim(json_path: Path | None, out_dir: Path, db: Path | None, progress: bool) -> None:
@@ -202,6 +220,6 @@ def _demo_sim(json_path: Path | None, out_dir: Path, db: Path | None, progress: 
     _verdict(float(summary["final_accuracy"]))  # type: ignore[arg-type]
 
 
-def _verdict(acc: float) -> None:
-    verdict = "[green]met[/]" if acc >= DEMO_TARGET else "[red]NOT met[/]"
-    out.print(f"target test accuracy >= {DEMO_TARGET}: {verdict} ({acc:.4f})")
+def _verdict(acc: float, target: float = DEMO_TARGET) -> None:
+    verdict = "[green]met[/]" if acc >= target else "[red]NOT met[/]"
+    out.print(f"target test accuracy >= {target}: {verdict} ({acc:.4f})")

@@ -32,13 +32,12 @@ import numpy as np
 
 from privml import params as pm
 from privml._exceptions import (
-    BudgetExceededError,
     DataError,
     ParamsError,
     ProtocolError,
     ReplayError,
 )
-from privml.dp import ClientLevelDP, PrivacyAccountant
+from privml.dp import ClientLevelDP
 from privml.params import Params
 from privml.protocol import (
     Action,
@@ -58,6 +57,7 @@ from privml.protocol import (
     UpdateReceived,
 )
 from privml.strategies import ClientUpdate, ServerState, make_strategy
+from privml.transport._privacy import RunPrivacy
 from privml.transport._restore import (
     Accepted,
     reload_open_round,
@@ -123,9 +123,8 @@ class Coordinator:
         self._broken: Exception | None = None
         self._secure: SecureRound | None = None
         self._secure_mean: Params | None = None
-        self.dp = (ClientLevelDP(config.dp_settings(), sum(v.size for v in initial.values()))
-                   if config.dp else None)
-        self.budget_refused: dict[str, float] | None = None
+        self.privacy = (RunPrivacy(config, dim=sum(v.size for v in initial.values()),
+                                   run_id=run_id) if config.dp else None)
         if store is not None:
             store.create_run(run_id, config=config.to_dict(), model_spec_json=model_spec_json,
                              model=self.model_bytes, etag=self.etag)
@@ -154,12 +153,8 @@ class Coordinator:
         c.history = [CloseRound(r.round, Outcome(r.outcome), r.accepted, r.dropped,
                                 r.timed_out, r.reason) for r in closed]
         c.evaluations = [e.summary() for e in store.evaluation_rounds(run_id)]
-        if c.dp is not None:  # the budget spent before the crash still counts
-            ledger = store.ledger(run_id)
-            c.dp.accountant = PrivacyAccountant.from_events(
-                [{"event": e["event"], "count": 1} for e in ledger],
-                kind=c.dp.accountant.kind, relation=c.dp.accountant.relation)
-            c.dp.ledger = ledger
+        if c.privacy is not None:  # the budget spent before the crash still counts
+            c.privacy.restore(store, rounds[-1].round if rounds else 0)
         c.machine.completed = sum(r.outcome == Outcome.COMPLETED.value for r in closed)
         c.machine.failed = len(closed) - c.machine.completed
         c._recorded_round = last
@@ -221,7 +216,8 @@ class Coordinator:
             return {"action": "wait", "run": self.run_id, "retry_after": 0.2}
         answer = {"action": "train", "run": self.run_id, "round": task.round,
                   "deadline_in": max(0.0, task.deadline - now), "model_etag": self.etag,
-                  "train": self.config.train_options()}
+                  "train": self.config.train_options()
+                  | ({} if self.privacy is None else self.privacy.train_options())}
         if secure is not None:
             answer["deadline_in"] = max(0.0, secure.deadline - now)
             answer["secagg"] = secure.settings()
@@ -357,6 +353,8 @@ class Coordinator:
         evaluated: tuple[CloseEvaluation, dict[str, float]] | None = None
         for action in actions:
             if isinstance(action, SendTask):
+                if self.privacy is not None and not self.privacy.start(action.round):
+                    continue  # refused before any task went out; the run stops below
                 self._tasks[action.client_id] = action
                 self._start_secure(action)
             elif isinstance(action, SendEvaluation):
@@ -366,7 +364,8 @@ class Coordinator:
                     {c: self._reports[c] for c in action.reported})}
                 evaluated = (action, summary)
                 self._close_evaluation(action, summary)
-            elif isinstance(action, Aggregate) and self.dp is not None:
+            elif isinstance(action, Aggregate) and self.privacy is not None \
+                    and not self.privacy.example_level:
                 self._private_aggregate(action)
             elif isinstance(action, Aggregate):
                 if self.config.secagg:
@@ -379,8 +378,7 @@ class Coordinator:
                     new, self.state = self.strategy.aggregate(self.params, ups, self.state)
                 self._set_params(new)
             elif isinstance(action, CloseRound):
-                if self.dp is not None and not action.accepted and self._admit(action.round, 0):
-                    self._record(action.round, 0)  # a failed round is charged (dp/_fedavg)
+                self._charge_closed(action)
                 self.history.append(action)
                 closed = (action, self._accepted)
                 self._accepted = {}
@@ -398,38 +396,35 @@ class Coordinator:
         if evaluated is not None and self.on_evaluation is not None:
             self.on_evaluation(*evaluated)
 
+    @property
+    def budget_refused(self) -> dict[str, float] | None:
+        return None if self.privacy is None else self.privacy.budget_refused
+
     def _private_aggregate(self, action: Aggregate) -> None:
         """Client-level DP-FedAvg with central noise; a round past the budget is refused:
         nothing applied, the ledger unchanged, and the run stops after it."""
-        assert self.dp is not None
-        if not self._admit(action.round, len(action.client_ids)):
+        assert self.privacy is not None and isinstance(self.privacy.dp, ClientLevelDP)
+        if not self.privacy.admit(action.round, len(action.client_ids)):
             return
         flat = {c: pm.flatten({k: self._accepted[c].update.delta[k] for k in self.spec})
                 for c in action.client_ids}
-        noisy = self.dp.noisy_mean(flat, run=self.run_id, round_=action.round)
+        noisy = self.privacy.dp.noisy_mean(flat, run=self.run_id, round_=action.round)
         new, self.state = self.strategy.apply(
             self.params, pm.unflatten(noisy.astype(np.float32), self.spec), self.state)
         self._set_params(new)
-        self._record(action.round, len(action.client_ids))
+        self.privacy.record(action.round, len(action.client_ids), self._store)
 
-    def _admit(self, round_: int, clients: int) -> bool:
-        """Whether the round fits the budget; if not, it is noted and the run will stop."""
-        assert self.dp is not None
-        if self.budget_refused is not None:
-            return False
-        try:
-            self.dp.admit(clients)
-        except BudgetExceededError as exc:
-            self.budget_refused = {"round": float(round_), "epsilon_would_be": exc.epsilon,
-                                   "target_epsilon": exc.target}
-            return False
-        return True
-
-    def _record(self, round_: int, clients: int) -> None:
-        assert self.dp is not None
-        self.dp.record(round_, clients)
-        if self._store is not None:
-            self._store.add_ledger_entry(self.run_id, self.dp.ledger[-1])
+    def _charge_closed(self, close: CloseRound) -> None:
+        """Client unit: a failed round is charged as if it had run (dp/_fedavg). Example
+        unit: every round whose tasks went out is charged when it closes."""
+        p = self.privacy
+        if p is None:
+            return
+        if p.example_level:
+            if close.round <= p.started_round and p.budget_refused is None:
+                p.record(close.round, len(close.accepted), self._store)
+        elif not close.accepted and p.admit(close.round, 0):
+            p.record(close.round, 0, self._store)
 
     def _start_secure(self, task: SendTask) -> None:
         if not self.config.secagg or (self._secure is not None
@@ -496,7 +491,5 @@ class Coordinator:
             "reported": len(self._reports), "model_etag": self.etag,
             "last_evaluation": self.evaluations[-1] if self.evaluations else None,
             "secagg": None if self._secure is None else self._secure.status(),
-            "privacy": None if self.dp is None else {
-                k: v for k, v in self.dp.summary().items() if k != "ledger"}
-            | {"budget_refused": self.budget_refused},
+            "privacy": None if self.privacy is None else self.privacy.status(),
         }

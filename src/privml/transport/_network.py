@@ -32,11 +32,44 @@ class NetworkConfig:
     rounds: int = 30
     alpha: float = 0.5
     seed: int = 0
-    model: str = "mlp"
-    epochs: int = 5
+    model: str | None = None  # logreg with DP (fewer coordinates to noise), mlp without
     round_timeout: float = 60.0
     eval_every: int = 5  # evaluation rounds on the clients' held-out data (and after the last)
     secagg: bool = True  # secure aggregation: the coordinator sees only the sum of updates
+    # Example-level DP: every client trains with DP-SGD (Poisson rate dp_sample_rate,
+    # per-example clip clip_norm, z calibrated so the whole run spends target_epsilon).
+    # None: no DP. Measured on these defaults: see BENCHMARKS.md ("demo").
+    target_epsilon: float | None = 8.0
+    delta: float = 1e-5
+    clip_norm: float = 0.5
+    dp_sample_rate: float = 0.15
+    # Local training; None: the default for the DP setting (noisy, clipped gradients want
+    # one epoch at a larger step).
+    epochs: int | None = None  # 1 with DP, 5 without
+    lr: float | None = None  # 1.0 with DP, 0.05 without
+    momentum: float | None = None  # 0.5 with DP, 0.9 without
+
+    @property
+    def dp(self) -> bool:
+        return self.target_epsilon is not None
+
+    @property
+    def model_name(self) -> str:
+        return self.model or ("logreg" if self.dp else "mlp")
+
+    def run_config(self) -> Any:
+        """The coordinator's RunConfig for this federation."""
+        from privml.transport._coordinator import RunConfig
+
+        dp = self.dp
+        return RunConfig(
+            rounds=self.rounds, clients_per_round=self.per_round,
+            epochs=self.epochs if self.epochs is not None else (1 if dp else 5),
+            lr=self.lr if self.lr is not None else (1.0 if dp else 0.05),
+            momentum=self.momentum if self.momentum is not None else (0.5 if dp else 0.9),
+            round_timeout=self.round_timeout, seed=self.seed, eval_every=self.eval_every,
+            secagg=self.secagg, target_epsilon=self.target_epsilon, delta=self.delta,
+            clip_norm=self.clip_norm, dp_unit="example", dp_sample_rate=self.dp_sample_rate)
 
 
 @dataclass(slots=True)
@@ -97,7 +130,7 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
     from privml.data import load_dataset
     from privml.models import build_torch, zoo
     from privml.train import get_params
-    from privml.transport._coordinator import Coordinator, RunConfig
+    from privml.transport._coordinator import Coordinator
     from privml.transport._serve import ServerThread
     from privml.transport.server import ServerState, create_device_app
     from privml.transport.tls import (
@@ -113,13 +146,11 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
     names = [f"client-{i}" for i in range(cfg.clients)]
     certs = [issue_client(paths.dir, name, force=True) for name in names]
     ds = load_dataset("digits", seed=cfg.seed)
-    spec = zoo(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
+    spec = zoo(cfg.model_name, input_shape=ds.input_shape, num_classes=ds.num_classes)
     model = build_torch(spec, seed=cfg.seed)
     tracker = _Tracker(ds.x_test, ds.y_test, build_torch(spec))
     coord = Coordinator(
-        RunConfig(rounds=cfg.rounds, clients_per_round=cfg.per_round, epochs=cfg.epochs,
-                  round_timeout=cfg.round_timeout, seed=cfg.seed, eval_every=cfg.eval_every,
-                  secagg=cfg.secagg),
+        cfg.run_config(),
         run_id=uuid.uuid4().hex, model_spec_json=spec.to_json(), initial=get_params(model),
         on_round=tracker.on_round, on_evaluation=tracker.on_evaluation)
     state = ServerState(coord, Revocations(paths.revoked).is_revoked)
@@ -166,10 +197,22 @@ def run_network_federation(cfg: NetworkConfig, work: Path, *, progress: bool = T
         "seconds_total": time.monotonic() - t0,
         "seconds_per_round": sum(h["seconds"] for h in tracker.history) / n if n else 0.0,
         "client_exit_codes": codes, "security_events": len(state.security_log),
-        "dataset": "digits", "model": cfg.model, "strategy": "fedavg", "alpha": cfg.alpha,
+        "dataset": "digits", "model": cfg.model_name, "strategy": "fedavg", "alpha": cfg.alpha,
         "seed": cfg.seed, "config": asdict(cfg), "model_file": str(model_file),
         "history": tracker.history,
-    }
+    } | _privacy(coord)
+
+
+def _privacy(coord: Any) -> dict[str, Any]:
+    """The run's (epsilon, delta) and ledger for the summary (empty without DP)."""
+    if coord.privacy is None:
+        return {}
+    status = coord.privacy.status()
+    return {k: status[k] for k in ("epsilon", "delta", "accountant", "dp_unit",
+                                   "dp_placement", "noise_multiplier", "clip_norm",
+                                   "sample_rate", "steps_per_round", "target_epsilon",
+                                   "assumption", "budget_refused")} \
+        | {"ledger": list(coord.privacy.dp.ledger)}
 
 
 def _wait(coord: Any, procs: list[subprocess.Popen[bytes]], cfg: NetworkConfig, *,

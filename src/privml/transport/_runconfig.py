@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from privml._exceptions import ConfigError, ProtocolError
-from privml.dp import check_dp_settings
+from privml.dp import ExampleLevelDP, check_dp_settings
 from privml.protocol import RoundConfig
 from privml.secagg import FixedPoint, SecAggConfig
 from privml.strategies import make_strategy
@@ -56,12 +56,17 @@ class RunConfig:
     shamir_threshold: int | None = None  # default: a majority of the neighbours
     min_survivors: int | None = None  # default: max(2, ceil(n / 2))
     secagg_stage_timeout: float = 30.0  # seconds each stage after the first waits
-    # Client-level DP with central noise (on when target_epsilon or noise_multiplier is set)
+    # DP, on when target_epsilon or noise_multiplier is set. dp_unit "client": client-level
+    # DP-FedAvg, central noise added by the coordinator; "example": every client trains with
+    # DP-SGD (Poisson rate dp_sample_rate, per-example clip clip_norm) and the coordinator
+    # keeps the ledger — the unit for a few data holders, and it combines with secagg.
     target_epsilon: float | None = None
     delta: float = 1e-5
     noise_multiplier: float | None = None  # default: calibrated to target_epsilon
     clip_norm: float = 1.0
     accountant: str = "rdp"
+    dp_unit: str = "client"
+    dp_sample_rate: float = 0.1  # example-level: each client's Poisson rate per DP-SGD step
 
     def __post_init__(self) -> None:
         if self.norm_bound is not None and not (math.isfinite(self.norm_bound)
@@ -71,7 +76,20 @@ class RunConfig:
             raise ConfigError("max_update_bytes must be at least 1024")
         make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr)  # validates
         self.round_config()  # validates the rest
-        if self.dp:
+        if self.dp_unit not in ("client", "example"):
+            raise ConfigError(f"dp_unit must be 'client' or 'example', got {self.dp_unit!r}")
+        if self.dp and self.dp_unit == "example":
+            check_dp_settings(target_epsilon=self.target_epsilon, delta=self.delta,
+                              noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
+                              dp_sampling="poisson", accountant=self.accountant)
+            if not (isinstance(self.dp_sample_rate, float | int)
+                    and 0 < self.dp_sample_rate <= 1):
+                raise ConfigError(f"dp_sample_rate must be in (0, 1], got "
+                                  f"{self.dp_sample_rate!r}")
+            if self.strategy == "fedprox":
+                raise ConfigError("FedProx's proximal term is not per-example: DP-SGD "
+                                  "(dp_unit 'example') runs with fedavg or fedadam")
+        elif self.dp:
             self.dp_settings()  # validates
             if self.secagg:
                 raise ConfigError("DP over HTTPS adds central noise for now; with secure "
@@ -103,6 +121,14 @@ class RunConfig:
                          rounds=self.rounds, target_epsilon=self.target_epsilon,
                          delta=self.delta, noise_multiplier=self.noise_multiplier,
                          clip_norm=self.clip_norm, accountant=self.accountant)
+
+    def example_dp(self) -> ExampleLevelDP:
+        """Example-level DP (``dp_unit="example"``), its noise calibrated for all rounds."""
+        return ExampleLevelDP(sample_rate=float(self.dp_sample_rate), epochs=self.epochs,
+                              rounds=self.rounds, delta=self.delta, clip_norm=self.clip_norm,
+                              accountant_name=self.accountant,
+                              target_epsilon=self.target_epsilon,
+                              noise_multiplier=self.noise_multiplier)
 
     def encoding(self) -> FixedPoint:
         """The fixed-point encoding of updates (ConfigError if the sum could wrap)."""

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 from privml import params as pm
-from privml._exceptions import PeerError, PrivmlError
+from privml._exceptions import ConfigError, PeerError, PrivmlError
 from privml.params import Params
 from privml.train import TrainConfig, TrainFn, get_params, set_params, train_local
 
@@ -71,6 +71,8 @@ class FederatedClient:
         self._params: Params = {}
         self._model: Any = None
         self.report = ClientReport()
+        self.insecure_dp_seed: int | None = None  # fixes DP-SGD noise: tests only
+        self._given_up: set[tuple[str, int]] = set()  # (run, round) this client won't train
 
     def close(self) -> None:
         self.http.close()
@@ -127,8 +129,28 @@ class FederatedClient:
                           prox_mu=float(opts.get("prox_mu", 0.0)))
         seed = int(np.random.SeedSequence(
             [int(task["round"]), *self.report.client_id.encode()]).generate_state(1)[0])
-        result = self.train_fn(self._model, self.data, cfg, seed, self._params)
-        metrics = {"train_loss": result.loss}
+        train_fn, metrics = self.train_fn, {}
+        dp = opts.get("dp")
+        if dp is not None:  # example-level DP: DP-SGD as the coordinator asks (and accounts)
+            try:
+                train_fn = self._dp_train_fn(dp)
+            except (ConfigError, KeyError, TypeError) as exc:
+                self.report.refused.append("bad_dp_task")
+                self._given_up.add((task["run"], task["round"]))
+                log.warning("round %s: unusable DP settings, not training: %s",
+                            task["round"], exc)
+                return
+        result = train_fn(self._model, self.data, cfg, seed, self._params)
+        if dp is None:  # the training loss is not differentially private
+            metrics["train_loss"] = result.loss
+        elif getattr(result, "steps", None) != int(dp.get("steps", -1)):
+            # The coordinator accounts the steps it announced: never release more.
+            self.report.refused.append("dp_steps_mismatch")
+            self._given_up.add((task["run"], task["round"]))
+            log.warning("round %s: trained %s DP-SGD steps, the run accounts %s; update "
+                        "withheld", task["round"], getattr(result, "steps", None),
+                        dp.get("steps"))
+            return
         delta = pm.subtract(get_params(self._model), self._params)
         if "secagg" in task:
             self._secure_submit(task, delta, result.num_examples)
@@ -145,6 +167,16 @@ class FederatedClient:
         except ServerRefusedError as exc:  # e.g. the round closed while we trained: carry on
             self.report.refused.append(exc.code)
             log.warning("update for round %s refused: %s", task["round"], exc)
+
+    def _dp_train_fn(self, dp: dict[str, Any]) -> TrainFn:
+        """DP-SGD with the run's settings; a ConfigError (bad settings) ends the round's
+        attempt like any bad task. ``self.insecure_dp_seed`` is for tests only."""
+        from privml.train import DPSGDConfig, dp_train_fn
+
+        return dp_train_fn(DPSGDConfig(
+            noise_multiplier=float(dp["noise_multiplier"]),
+            max_grad_norm=float(dp["max_grad_norm"]), sample_rate=float(dp["sample_rate"]),
+            insecure_seed=self.insecure_dp_seed))
 
     def _secure_submit(self, task: dict[str, Any], delta: Params, num_examples: int) -> None:
         """The update goes out only masked: the four SecAgg+ stages, one POST each, with the
@@ -215,7 +247,9 @@ class FederatedClient:
             task = self._request("GET", "/v1/task", params={"wait": self.long_poll}).json()
             if task["action"] == "done":
                 return self.report
-            if task["action"] == "train":
+            if task["action"] == "train" and (task["run"], task["round"]) in self._given_up:
+                self.sleep(0.5)  # this client will not train that round; the deadline ends it
+            elif task["action"] == "train":
                 self._train(task)
             elif task["action"] == "evaluate":
                 self._evaluate(task)
