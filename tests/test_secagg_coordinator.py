@@ -4,7 +4,7 @@ clients: the coordinator only ever holds the sum, and FedAvg comes out as withou
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from privml.train import get_params
 from privml.transport._coordinator import Coordinator, RunConfig, UpdateMeta
 
 IDS = ["alice", "bob", "carol", "dave"]
+Encoder = Callable[[np.ndarray, int], np.ndarray]
 
 
 def _model() -> tuple[str, Params]:
@@ -53,16 +54,22 @@ def _deltas(coord: Coordinator, seed: int = 0) -> dict[str, tuple[Params, int]]:
             for cid in coord.machine.sampled}
 
 
+def _fixed_point(settings: dict[str, object]) -> Encoder:
+    fp = FixedPoint(**{k: settings[k] for k in ("clip", "clients", "max_weight", "bits",
+                                                 "noise_bound", "frac_bits")})
+    return fp.encode
+
+
 def _play(coord: Coordinator, deltas: dict[str, tuple[Params, int]], *,
-          silent_after: dict[str, str] | None = None, now: float = 1.0) -> None:
+          silent_after: dict[str, str] | None = None, now: float = 1.0,
+          encoder: Callable[[dict[str, object]], Encoder] = _fixed_point) -> None:
     """Each client walks the SecAgg+ stages through the coordinator's API; a client in
     ``silent_after`` stops after posting that step."""
     silent_after = silent_after or {}
     rnd = coord.machine.round
     tasks = {cid: coord.task(cid, now) for cid in deltas}
     settings = tasks[IDS[0]]["secagg"]
-    fp = FixedPoint(**{k: settings[k] for k in ("clip", "clients", "max_weight", "bits",
-                                                 "noise_bound", "frac_bits")})
+    encode_update = encoder(settings)
     clients = {cid: SecAggClient(run=coord.run_id, round_=rnd, client_id=cid) for cid in deltas}
     alive = set(deltas)
     steps = ["advertise-keys", "share-keys", "masked-input", "unmask-shares"]
@@ -85,7 +92,7 @@ def _play(coord: Coordinator, deltas: dict[str, tuple[Params, int]], *,
                     msg = c.share_keys(got)
                 elif isinstance(got, ShareInbox):
                     delta, n = deltas[cid]
-                    msg = c.masked_input(got, fp.encode(
+                    msg = c.masked_input(got, encode_update(
                         pm.flatten({k: delta[k] for k in coord.params}), n))
                 else:
                     assert isinstance(got, UnmaskRequest)
@@ -312,3 +319,79 @@ def test_a_coordinator_killed_mid_secagg_resumes_and_redoes_the_round(tmp_path: 
         for k in expected:
             np.testing.assert_allclose(again.params[k], expected[k], atol=1e-5)
         assert store.run("run-crash").status == "finished"
+
+
+# ---- client-level DP with secure aggregation: the distributed discrete Gaussian -----------
+
+def _ddg(settings: dict[str, object]) -> Encoder:
+    from privml.dp import DistributedDiscreteGaussian, secure_rng
+
+    ddg = DistributedDiscreteGaussian.from_json(settings)
+    return lambda flat, n: ddg.encode(flat.astype(np.float64), rng=secure_rng())
+
+
+def test_distributed_dp_round_sums_client_noise_and_charges_the_survivors() -> None:
+    """Each client noises its own clipped update (the coordinator never holds a noise-free
+    sum); the round is charged for the 3 survivors whose noise is in the sum."""
+    from privml.dp import DistributedDiscreteGaussian
+
+    coord = _coordinator(noise_multiplier=0.05, clip_norm=1.0, shamir_threshold=2,
+                         min_survivors=2)
+    assert coord.privacy is not None and coord.privacy.distributed
+    before = coord.params
+    deltas = _deltas(coord, seed=3)
+    _play(coord, deltas, silent_after={"dave": "share-keys"}, encoder=_ddg)
+    last = coord.history[-1]
+    assert last.outcome.value == "completed" and sorted(last.accepted) == IDS[:3]
+    entry = coord.privacy.dp.ledger[-1]
+    ddg = coord.privacy.dp.ddg
+    assert isinstance(ddg, DistributedDiscreteGaussian)
+    assert entry["placement"] == "distributed" and entry["survivors"] == 3
+    assert entry["event"] == {"type": "zcdp", "rho": ddg.rho(survivors=3), "xi": 0.0}
+    # The step is the survivors' clipped updates summed, over the expected 4, plus noise of
+    # std gamma*sqrt(3)*sigma per coordinate (z*C*sqrt(3/2) here: calibrated for 2 noisers).
+    flat = {c: pm.flatten({k: deltas[c][0][k] for k in coord.params}).astype(np.float64)
+            for c in IDS[:3]}
+    clipped = sum(v * min(1.0, 1.0 / np.linalg.norm(v)) for v in flat.values())
+    step = pm.flatten(coord.params).astype(np.float64) - pm.flatten(before)
+    std = ddg.gamma * np.sqrt(3) * ddg.sigma / 4
+    resid = step - clipped / 4
+    assert abs(resid.std() - std) < 0.2 * std  # the noise is there, and it is that size
+    assert abs(resid.mean()) < 5 * std / np.sqrt(resid.size)
+
+
+def test_distributed_dp_an_aborted_round_reveals_nothing_and_is_not_charged() -> None:
+    coord = _coordinator(noise_multiplier=0.5, min_survivors=4)
+    _play(coord, _deltas(coord), silent_after={"dave": "share-keys"}, encoder=_ddg)
+    assert coord.history[-1].outcome.value == "failed"
+    assert coord.privacy is not None and coord.privacy.dp.ledger == []
+
+
+def test_distributed_dp_admits_each_round_for_the_fewest_survivors() -> None:
+    """Calibrated so that every round with only min_survivors noisers still fits: two full
+    rounds spend less than the target, and nothing is refused."""
+    coord = _coordinator(target_epsilon=4.0, clip_norm=1.0)
+    assert coord.privacy is not None
+    for seed in (0, 1):
+        _play(coord, _deltas(coord, seed=seed), encoder=_ddg, now=1.0 + 100 * seed)
+    assert coord.finished and coord.budget_refused is None
+    eps = coord.privacy.dp.accountant.epsilon(delta=1e-5)
+    worst = coord.privacy.dp.ddg.epsilon(delta=1e-5, survivors=2, rounds=2)  # type: ignore[union-attr]
+    assert eps < worst <= 4.0 and worst > 4.0 - 0.05
+    assert [e["survivors"] for e in coord.privacy.dp.ledger] == [4, 4]
+
+
+def test_distributed_dp_a_round_past_the_budget_gets_no_task() -> None:
+    probe = _coordinator(noise_multiplier=1.0)
+    assert probe.privacy is not None and probe.privacy.dp.ddg is not None
+    one = probe.privacy.dp.ddg.epsilon(delta=1e-5, survivors=2, rounds=1)
+    two = probe.privacy.dp.ddg.epsilon(delta=1e-5, survivors=2, rounds=2)
+    coord = _coordinator(noise_multiplier=1.0, target_epsilon=(one + two) / 2)
+    _play(coord, _deltas(coord), encoder=_ddg)
+    assert coord.history[0].outcome.value == "completed"
+    before = coord.params
+    assert coord.finished and coord.budget_refused is not None
+    assert coord.budget_refused["round"] == 2
+    assert coord.task("alice", 50.0)["action"] == "done"
+    assert coord.params is before and coord.privacy is not None
+    assert len(coord.privacy.dp.ledger) == 1

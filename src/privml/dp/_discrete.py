@@ -254,6 +254,27 @@ class DistributedDiscreteGaussian:
         signed = total.view(np.int32 if self.bits == 32 else np.int64)
         return signed.astype(np.float64) * self.gamma
 
+    def describe(self) -> dict[str, Any]:
+        """The settings as JSON (a task tells clients how to encode: :meth:`from_json`)."""
+        return {"kind": "ddg", "clip": self.clip, "gamma": self.gamma, "sigma": self.sigma,
+                "dim": self.dim, "clients": self.clients, "beta": self.beta,
+                "bits": self.bits, "overflow_prob": self.overflow_prob}
+
+    @classmethod
+    def from_json(cls, obj: object) -> DistributedDiscreteGaussian:
+        """Inverse of :meth:`describe`; ConfigError for anything malformed."""
+        if not isinstance(obj, dict) or obj.get("kind") != "ddg":
+            raise ConfigError("not a distributed discrete Gaussian description")
+        try:
+            return cls(clip=float(obj["clip"]), gamma=float(obj["gamma"]),
+                       sigma=float(obj["sigma"]), dim=int(obj["dim"]),
+                       clients=int(obj["clients"]), beta=float(obj["beta"]),
+                       bits=int(obj["bits"]), overflow_prob=float(obj["overflow_prob"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"bad distributed discrete Gaussian description: {exc}") from None
+
     def rho(self, *, survivors: int) -> float:
         """zCDP rho of one round whose sum holds the noise of ``survivors`` clients
         (Proposition 14, the two pure-zCDP terms; module docstring)."""

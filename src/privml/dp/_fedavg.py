@@ -108,6 +108,9 @@ class ClientLevelDP:
     accountant: PrivacyAccountant = field(init=False)
     ledger: list[dict[str, Any]] = field(default_factory=list)
     ddg: DistributedDiscreteGaussian | None = None
+    # Distributed noise: the honest noisers the calibration counts on in every round (the
+    # simulator: the expected sample; a coordinator: the fewest survivors SecAgg reveals).
+    noisers: int | None = None
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -119,7 +122,8 @@ class ClientLevelDP:
                      else secure_rng())
         if cfg.secagg:
             self.ddg = self._calibrate_ddg()
-            self.z = self.ddg.gamma * self.ddg.sigma * math.sqrt(self._expected) / cfg.clip_norm
+            n = self.noisers or self._expected
+            self.z = self.ddg.gamma * self.ddg.sigma * math.sqrt(n) / cfg.clip_norm
         elif cfg.noise_multiplier is not None:
             self.z = cfg.noise_multiplier
         else:
@@ -145,7 +149,7 @@ class ClientLevelDP:
     def _calibrate_ddg(self) -> DistributedDiscreteGaussian:
         """sigma (integer units) for the target over all rounds, each with the expected
         number of noisers; or from ``noise_multiplier`` (central std z·C)."""
-        cfg, n = self.cfg, max(1, round(self._expected))
+        cfg, n = self.cfg, self.noisers or max(1, round(self._expected))
         if cfg.noise_multiplier is not None:
             return self._ddg(max(0.5, cfg.noise_multiplier * _GRID / math.sqrt(n)))
         assert cfg.target_epsilon is not None
@@ -205,7 +209,12 @@ class ClientLevelDP:
         result = run_round(inputs, run=run, round_=round_, bits=self.ddg.bits)
         if len(result.survivors) != len(updates):  # (in-process: nobody drops)
             raise RoundAbortedError("a client dropped inside the simulator")
-        return self.ddg.decode(result.total) / self._expected
+        return self.mean_of_sum(result.total)
+
+    def mean_of_sum(self, total: np.ndarray) -> np.ndarray:
+        """A securely aggregated sum of DDG encodings -> the noisy mean update."""
+        assert self.ddg is not None
+        return self.ddg.decode(total) / self._expected
 
     def summary(self) -> dict[str, Any]:
         return {"epsilon": self.accountant.epsilon(delta=self.cfg.delta) if self.ledger

@@ -65,7 +65,7 @@ from privml.transport._restore import (
     stored_state,
 )
 from privml.transport._runconfig import EvaluationReport, RunConfig, UpdateMeta
-from privml.transport._secure import SecureRound
+from privml.transport._secure import DDGSum, SecureRound
 from privml.transport._store import ClosedRound, CoordinatorStore, StoredUpdate
 
 __all__ = ["Coordinator", "EvaluationReport", "RunConfig", "UpdateMeta",
@@ -404,13 +404,17 @@ class Coordinator:
         """Client-level DP-FedAvg with central noise; a round past the budget is refused:
         nothing applied, the ledger unchanged, and the run stops after it."""
         assert self.privacy is not None and isinstance(self.privacy.dp, ClientLevelDP)
-        if not self.privacy.admit(action.round, len(action.client_ids)):
+        if self.privacy.distributed:  # admitted at the start; the sum came noisy
+            assert self._secure_mean is not None
+            noisy, self._secure_mean = self._secure_mean, None
+        elif not self.privacy.admit(action.round, len(action.client_ids)):
             return
-        flat = {c: pm.flatten({k: self._accepted[c].update.delta[k] for k in self.spec})
-                for c in action.client_ids}
-        noisy = self.privacy.dp.noisy_mean(flat, run=self.run_id, round_=action.round)
-        new, self.state = self.strategy.apply(
-            self.params, pm.unflatten(noisy.astype(np.float32), self.spec), self.state)
+        else:
+            flat = {c: pm.flatten({k: self._accepted[c].update.delta[k] for k in self.spec})
+                    for c in action.client_ids}
+            noisy = pm.unflatten(self.privacy.dp.noisy_mean(
+                flat, run=self.run_id, round_=action.round).astype(np.float32), self.spec)
+        new, self.state = self.strategy.apply(self.params, noisy, self.state)
         self._set_params(new)
         self.privacy.record(action.round, len(action.client_ids), self._store)
 
@@ -423,17 +427,18 @@ class Coordinator:
         if p.example_level:
             if close.round <= p.started_round and p.budget_refused is None:
                 p.record(close.round, len(close.accepted), self._store)
-        elif not close.accepted and p.admit(close.round, 0):
+        elif not close.accepted and not p.distributed and p.admit(close.round, 0):
             p.record(close.round, 0, self._store)
 
     def _start_secure(self, task: SendTask) -> None:
         if not self.config.secagg or (self._secure is not None
                                       and self._secure.round == task.round):
             return
-        cfg = self.config
+        cfg, p = self.config, self.privacy
         self._secure = SecureRound(
             run=self.run_id, round_=task.round, participants=self.machine.sampled,
-            encoding=cfg.encoding(), config=cfg.secagg_config(),
+            encoding=DDGSum(p.dp) if p is not None and isinstance(p.dp, ClientLevelDP)
+            and p.distributed else cfg.encoding(), config=cfg.secagg_config(),
             length=sum(int(np.prod(s)) for s in self.spec.values()),
             first_deadline=task.deadline - (cfg.round_config().round_timeout
                                             - cfg.round_timeout),

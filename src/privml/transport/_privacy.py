@@ -1,8 +1,13 @@
 """The coordinator's differential-privacy state: the mechanism for the run's DP unit, its
 accountant and ledger (written to the store entry by entry), and the budget.
 
-* ``dp_unit="client"``: client-level DP-FedAvg with central noise
-  (:class:`privml.dp.ClientLevelDP`); a round is admitted and charged when it aggregates.
+* ``dp_unit="client"``: client-level DP-FedAvg (:class:`privml.dp.ClientLevelDP`). Central
+  noise (no secure aggregation): a round is admitted and charged when it aggregates; a round
+  that fails is charged as if it had run. Distributed noise (with secure aggregation, the
+  distributed discrete Gaussian from the clients): a round is admitted before its tasks go
+  out as if only the fewest survivors SecAgg+ reveals had added noise, and charged, when
+  its sum is revealed, for the survivors actually in it; an aborted round reveals nothing
+  and is not charged. The accounting assumes every survivor added its noise honestly.
 * ``dp_unit="example"``: every client trains with DP-SGD (:class:`privml.dp.ExampleLevelDP`);
   a round is admitted *before* its tasks go out — the cost falls when clients release their
   updates — and charged when it closes, whatever its outcome.
@@ -27,7 +32,8 @@ class RunPrivacy:
     def __init__(self, config: RunConfig, *, dim: int, run_id: str) -> None:
         self.dp: ClientLevelDP | ExampleLevelDP = (
             config.example_dp() if config.dp_unit == "example"
-            else ClientLevelDP(config.dp_settings(), dim))
+            else ClientLevelDP(config.dp_settings(), dim,
+                               noisers=config.noisers() if config.secagg else None))
         self.run_id = run_id
         self.budget_refused: dict[str, float] | None = None
         self.started_round = 0  # example unit: the last round admitted (tasks sent)
@@ -35,6 +41,14 @@ class RunPrivacy:
     @property
     def example_level(self) -> bool:
         return isinstance(self.dp, ExampleLevelDP)
+
+    @property
+    def distributed(self) -> bool:
+        return isinstance(self.dp, ClientLevelDP) and self.dp.ddg is not None
+
+    @property
+    def admits_at_start(self) -> bool:
+        return self.example_level or self.distributed
 
     def admit(self, round_: int, clients: int) -> bool:
         """Whether the round fits the budget; if not, it is noted and the run will stop."""
@@ -49,11 +63,12 @@ class RunPrivacy:
         return True
 
     def start(self, round_: int) -> bool:
-        """Example unit: admit round ``round_`` once, before its first task goes out (the
-        client unit admits at aggregation: always True here)."""
-        if not self.example_level or round_ <= self.started_round:
+        """Admit round ``round_`` once, before its first task goes out (example unit and
+        distributed noise; central noise admits at aggregation: always True here)."""
+        if not self.admits_at_start or round_ <= self.started_round:
             return True
-        if not self.admit(round_, 0):
+        worst = self.dp.noisers if isinstance(self.dp, ClientLevelDP) else 0
+        if not self.admit(round_, worst or 0):
             return False
         self.started_round = round_
         return True

@@ -91,11 +91,6 @@ class RunConfig:
                                   "(dp_unit 'example') runs with fedavg or fedadam")
         elif self.dp:
             self.dp_settings()  # validates
-            if self.secagg:
-                raise ConfigError("DP over HTTPS adds central noise for now; with secure "
-                                  "aggregation the noise must come from the clients "
-                                  "(distributed discrete Gaussian), which only the simulator "
-                                  "runs so far: drop --secagg or the DP settings")
         if self.secagg:
             if self.norm_bound is not None:
                 raise ConfigError("norm_bound checks individual updates, which secure "
@@ -111,16 +106,27 @@ class RunConfig:
         return self.target_epsilon is not None or self.noise_multiplier is not None
 
     def dp_settings(self) -> _ServerDP:
-        """The coordinator's DP settings. It samples a fixed number of clients from a pool
-        whose size it cannot vouch for, so it claims no amplification by sampling (q = 1):
-        each round is accounted as a Gaussian mechanism over the sampled clients."""
+        """The coordinator's client-level DP settings. It samples a fixed number of clients
+        from a pool whose size it cannot vouch for, so it claims no amplification by
+        sampling (q = 1): each round is accounted as a Gaussian mechanism over the sampled
+        clients — with secure aggregation, as the distributed discrete Gaussian of the
+        survivors (see :meth:`noisers`)."""
         check_dp_settings(target_epsilon=self.target_epsilon, delta=self.delta,
                           noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
                           dp_sampling="fixed", accountant=self.accountant)
         return _ServerDP(clients=self.clients_per_round, per_round=self.clients_per_round,
                          rounds=self.rounds, target_epsilon=self.target_epsilon,
                          delta=self.delta, noise_multiplier=self.noise_multiplier,
-                         clip_norm=self.clip_norm, accountant=self.accountant)
+                         clip_norm=self.clip_norm, accountant=self.accountant,
+                         secagg=self.secagg)
+
+    def noisers(self) -> int:
+        """Distributed DP: the fewest survivors whose sum SecAgg+ reveals. The noise is
+        calibrated, and each round admitted, as if only they had added theirs; a round is
+        then charged for the survivors actually in the sum (never more ε than admitted)."""
+        length = 1  # (the length does not change the thresholds)
+        return self.secagg_config().resolve(self.clients_per_round, bits=64,
+                                            length=length).min_survivors
 
     def example_dp(self) -> ExampleLevelDP:
         """Example-level DP (``dp_unit="example"``), its noise calibrated for all rounds."""

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from privml._exceptions import ProtocolError, RoundAbortedError
+from privml.dp import ClientLevelDP
 from privml.secagg import (
     AdvertiseKeys,
     ClientMessage,
@@ -45,7 +46,7 @@ from privml.secagg import (
     encode,
 )
 
-__all__ = ["GET_STEPS", "POST_STEPS", "SecureRound"]
+__all__ = ["GET_STEPS", "POST_STEPS", "DDGSum", "SecureRound"]
 
 # URL step -> the message it takes (posted in another stage: ``wrong_stage``)
 POST_STEPS: dict[str, type[ClientMessage]] = {
@@ -68,6 +69,22 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="privml-secagg")
 
 
+class DDGSum:
+    """The encoding of a round under client-level distributed DP: each client sends its
+    update clipped, rounded and noised by the distributed discrete Gaussian (no weight lane:
+    DP-FedAvg weighs clients equally), and the decoded sum is divided by the expected count."""
+
+    def __init__(self, dp: ClientLevelDP) -> None:
+        assert dp.ddg is not None
+        self.dp, self.ddg, self.bits = dp, dp.ddg, dp.ddg.bits
+
+    def describe(self) -> dict[str, Any]:
+        return self.ddg.describe()
+
+    def decode(self, total: np.ndarray) -> tuple[np.ndarray, int]:
+        return self.dp.mean_of_sum(total), 0
+
+
 @dataclass(slots=True)
 class _Outcome:
     survivors: tuple[str, ...]
@@ -80,13 +97,15 @@ class SecureRound:
     """The secure aggregation of one training round."""
 
     def __init__(self, *, run: str, round_: int, participants: tuple[str, ...],
-                 encoding: FixedPoint, config: SecAggConfig, length: int,
+                 encoding: FixedPoint | DDGSum, config: SecAggConfig, length: int,
                  first_deadline: float, stage_timeout: float) -> None:
         self.round = round_
         self.encoding = encoding
         lanes = os.cpu_count() or 1
+        weight_lane = 1 if isinstance(encoding, FixedPoint) else 0
         self.server = SecAggServer(run=run, round_=round_, participants=participants,
-                                   length=length + 1, bits=encoding.bits, config=config,
+                                   length=length + weight_lane, bits=encoding.bits,
+                                   config=config,
                                    map_fn=_pool(lanes).map, lanes=lanes)
         self.deadline = first_deadline
         self.stage_timeout = stage_timeout

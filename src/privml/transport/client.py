@@ -186,11 +186,21 @@ class FederatedClient:
 
         s, rnd = task["secagg"], int(task["round"])
         try:
-            fp = FixedPoint(clip=float(s["clip"]), clients=int(s["clients"]),
-                            max_weight=int(s["max_weight"]), bits=int(s["bits"]),
-                            noise_bound=int(s["noise_bound"]), frac_bits=int(s["frac_bits"]))
             # In the coordinator's parameter order (that of the model it sent).
-            encoded = fp.encode(pm.flatten({k: delta[k] for k in self._params}), num_examples)
+            flat = pm.flatten({k: delta[k] for k in self._params})
+            if s.get("kind") == "ddg":  # client-level distributed DP: this client's noise
+                from privml.dp import DistributedDiscreteGaussian, insecure_rng, secure_rng
+
+                ddg = DistributedDiscreteGaussian.from_json(s)
+                rng = (secure_rng() if self.insecure_dp_seed is None
+                       else insecure_rng(self.insecure_dp_seed))
+                encoded = ddg.encode(flat.astype(np.float64), rng=rng)
+            else:
+                fp = FixedPoint(clip=float(s["clip"]), clients=int(s["clients"]),
+                                max_weight=int(s["max_weight"]), bits=int(s["bits"]),
+                                noise_bound=int(s["noise_bound"]),
+                                frac_bits=int(s["frac_bits"]))
+                encoded = fp.encode(flat, num_examples)
             sa = SecAggClient(run=task["run"], round_=rnd, client_id=self.report.client_id)
             self._post_secagg("advertise-keys", encode(sa.advertise()))
             got = decode(self._get_secagg("key-directory", rnd))
