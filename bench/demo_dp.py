@@ -1,4 +1,4 @@
-"""The main job's privacy–utility figure: ``privml demo`` (8 client processes over mutual TLS,
+"""The main job's privacy-utility figure: ``privml demo`` (8 client processes over mutual TLS,
 DP-SGD on every client, SecAgg+) run N times as a user runs it, beside runs without DP.
 
     .venv/bin/python bench/demo_dp.py            # 5 runs with DP (eps 8) + 2 without
