@@ -161,11 +161,28 @@ def test_other_bad_arguments() -> None:
         partition_dirichlet(labels[:0], 1, alpha=1.0, rng=rng)
 
 
-def test_unreachable_min_size_gives_up() -> None:
+def test_unreachable_min_size_gives_up_without_top_up() -> None:
     # One class, ten clients and a tiny alpha: nearly all rows go to one client every draw.
     labels = np.zeros(20, dtype=np.int64)
     with pytest.raises(ConfigError, match=r"no Dirichlet.*100 attempts"):
-        partition_dirichlet(labels, 10, alpha=1e-3, rng=np.random.default_rng(0), min_size=2)
+        partition_dirichlet(labels, 10, alpha=1e-3, rng=np.random.default_rng(0), min_size=2,
+                            top_up=False)
+    # With top-up (the default) the short clients get rows of the largest ones.
+    p = partition_dirichlet(labels, 10, alpha=1e-3, rng=np.random.default_rng(0), min_size=2)
+    assert p.sizes().tolist() == [2] * 10 and p.n == 20
+
+
+def test_ten_thousand_clients_on_sixty_thousand_rows_all_get_data() -> None:
+    """Fashion-MNIST's scale: every Dirichlet(0.5) draw leaves clients empty, so the last
+    draw is topped up; only the short clients change, by the fewest rows."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 10, 60_000).astype(np.int64)
+    p = partition_dirichlet(labels, 10_000, alpha=0.5, rng=np.random.default_rng(0))
+    sizes = p.sizes()
+    assert sizes.min() >= 1 and p.n == 60_000 and p.num_clients == 10_000
+    # Still label-skewed: most clients hold few distinct labels.
+    hist = p.label_histogram(labels, 10)
+    assert np.median((hist > 0).sum(axis=1)) <= 4
 
 
 @pytest.mark.parametrize(("indices", "message"), [

@@ -14,6 +14,7 @@ Every random choice comes from the ``numpy.random.Generator`` passed in.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -163,28 +164,40 @@ def partition_iid(n: int, num_clients: int, *, rng: np.random.Generator) -> Part
     return _sorted(list(np.array_split(perm, int(num_clients))))
 
 
-def _dirichlet_draw(by_class: list[Index], num_clients: int, alpha: float,
-                    rng: np.random.Generator) -> list[Index]:
-    shares: list[list[Index]] = [[] for _ in range(num_clients)]
+def _dirichlet_owners(by_class: list[Index], num_clients: int, alpha: float,
+                      rng: np.random.Generator, n: int) -> Index:
+    """One draw: the client that owns each row (an array of length n)."""
+    owner = np.empty(n, dtype=np.int64)
     for rows in by_class:
         shuffled = rng.permutation(rows)
         p = rng.dirichlet(np.full(num_clients, alpha))
         # Cut points from the cumulative shares; the last cut is the class size, so every
         # row lands somewhere even when the shares do not sum to exactly 1 in floating point.
-        cuts = np.floor(np.cumsum(p)[:-1] * len(shuffled)).astype(np.int64)
-        for k, piece in enumerate(np.split(shuffled, np.clip(cuts, 0, len(shuffled)))):
-            shares[k].append(piece)
-    return [np.concatenate(parts) for parts in shares]
+        # Position i of the shuffled class goes to the client after the cuts <= i.
+        cuts = np.clip(np.floor(np.cumsum(p)[:-1] * len(shuffled)).astype(np.int64),
+                       0, len(shuffled))
+        owner[shuffled] = np.searchsorted(cuts, np.arange(len(shuffled)), side="right")
+    return owner
+
+
+def _split_by_owner(owner: Index, num_clients: int) -> list[Index]:
+    order = np.argsort(owner, kind="stable").astype(np.int64)  # rows ascending per client
+    sizes = np.bincount(owner, minlength=num_clients)
+    return list(np.split(order, np.cumsum(sizes)[:-1]))
 
 
 def partition_dirichlet(labels: npt.NDArray[np.int64], num_clients: int, *, alpha: float,
-                        rng: np.random.Generator, min_size: int = 1) -> Partition:
+                        rng: np.random.Generator, min_size: int = 1,
+                        top_up: bool = True) -> Partition:
     """Label-skewed split: per class, client shares ~ ``Dirichlet(alpha * ones)``.
 
     Draws again (up to :data:`MAX_DIRICHLET_ATTEMPTS` times) until every client holds at
-    least ``min_size`` examples. Raises :class:`~privml.ConfigError` for ``alpha`` that is
-    not a finite positive number, ``num_clients`` outside ``1..n``, or a ``min_size`` that
-    cannot be met (outright, or within the attempts).
+    least ``min_size`` examples. If no draw does (many clients per example: 10,000 clients
+    on 60,000 rows leave some client empty in every draw), ``top_up`` moves random rows from
+    the largest clients to those short of ``min_size`` in the last draw (see
+    :func:`_top_up`); without it that is a ConfigError. Raises
+    :class:`~privml.ConfigError` for ``alpha`` that is not a finite positive number,
+    ``num_clients`` outside ``1..n``, or a ``min_size`` that cannot be met at all.
     """
     if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ConfigError("labels must be a 1-D integer array")
@@ -205,13 +218,35 @@ def partition_dirichlet(labels: npt.NDArray[np.int64], num_clients: int, *, alph
     _, inverse = np.unique(labels, return_inverse=True)
     order = np.argsort(inverse, kind="stable").astype(np.int64)
     by_class = np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+    owner = np.empty(0, np.int64)
     for _ in range(MAX_DIRICHLET_ATTEMPTS):
-        parts = _dirichlet_draw(by_class, k, float(alpha), rng)
-        if min(len(p) for p in parts) >= min_size:
-            return _sorted(parts)
-    raise ConfigError(f"no Dirichlet(alpha={alpha}) draw in {MAX_DIRICHLET_ATTEMPTS} attempts "
-                      f"gave each of {k} clients >= {min_size} examples; raise alpha or "
-                      "lower num_clients or min_size")
+        owner = _dirichlet_owners(by_class, k, float(alpha), rng, n)
+        if int(np.bincount(owner, minlength=k).min()) >= min_size:
+            return _sorted(_split_by_owner(owner, k))
+    if not top_up:
+        raise ConfigError(f"no Dirichlet(alpha={alpha}) draw in {MAX_DIRICHLET_ATTEMPTS} "
+                          f"attempts gave each of {k} clients >= {min_size} examples; raise "
+                          "alpha, lower num_clients or min_size, or allow top_up")
+    return _sorted(_top_up(_split_by_owner(owner, k), min_size, rng))
+
+
+def _top_up(parts: list[Index], min_size: int, rng: np.random.Generator) -> list[Index]:
+    """Give every client below ``min_size`` random rows of the currently largest clients.
+
+    With many clients (say 10,000 on 60,000 rows) some Dirichlet share is empty in every
+    draw, so redrawing never ends; this moves the fewest rows that fix it, one at a time
+    from whoever holds the most, so the label skew of the draw is kept almost everywhere."""
+    out = [rng.permutation(p) for p in parts]  # taking from the end takes random rows
+    donors = [(-len(p), j) for j, p in enumerate(out) if len(p) > min_size]
+    heapq.heapify(donors)
+    for j in np.flatnonzero([len(p) < min_size for p in out]):
+        while len(out[j]) < min_size:  # min_size * clients <= n: donors never run out
+            _, d = heapq.heappop(donors)
+            out[j] = np.append(out[j], out[d][-1])
+            out[d] = out[d][:-1]
+            if len(out[d]) > min_size:
+                heapq.heappush(donors, (-len(out[d]), d))
+    return out
 
 
 def partition(labels: npt.NDArray[np.int64], num_clients: int, *, alpha: float | None,
