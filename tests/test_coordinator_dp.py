@@ -191,3 +191,16 @@ def test_the_coordinators_step_count_is_the_one_dp_sgd_runs() -> None:
     for q in (0.001, 0.07, 0.15, 0.3, 0.5, 0.51, 1.0):
         for epochs in (1, 3):
             assert dpsgd_steps(epochs, q) == epochs * steps_per_epoch(q)
+
+
+def test_adaptive_clipping_at_the_coordinator(tmp_path: Path) -> None:
+    """Updates far above the starting bound: it grows round by round, each ledger entry
+    names the bound it used."""
+    with CoordinatorStore(tmp_path / "s.db") as store:
+        c = _coordinator(store, noise_multiplier=0.1, clip_norm=0.01, clip_quantile=0.5)
+        for value in (1.0, 1.0, 1.0):
+            _round(c, value)
+        bounds = [e["clip_norm"] for e in store.ledger("run-dp")]
+        assert bounds[0] == 0.01 and bounds[0] < bounds[1] < bounds[2]
+    with pytest.raises(ValueError, match="clip_quantile"):
+        RunConfig(noise_multiplier=1.0, dp_unit="example", clip_quantile=0.5)

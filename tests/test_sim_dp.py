@@ -102,7 +102,46 @@ def test_distributed_noise_with_secure_aggregation(digits) -> None:  # type: ign
     ({"noise_multiplier": 1.0, "dp_sampling": "sometimes"}, "dp_sampling"),
     ({"noise_multiplier": 1.0, "dp_sampling": "fixed", "accountant": "pld"}, "RDP"),
     ({"noise_multiplier": 1.0, "dropout": 0.2}, "dropout"),
+    ({"noise_multiplier": 1.0, "clip_quantile": 1.5}, "clip_quantile"),
+    ({"noise_multiplier": 1.0, "clip_quantile": 0.5, "secagg": True}, "adaptive clipping"),
 ])
 def test_bad_dp_settings_are_refused(kw: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         SimConfig(**{**BASE, **kw})  # type: ignore[arg-type]
+
+
+ADAPTIVE = {**BASE, "clients": 100, "per_round": 50, "rounds": 4}
+
+
+@pytest.mark.parametrize(("start", "direction"), [(1e-3, 1), (1e3, -1)])
+def test_adaptive_clipping_moves_the_bound_towards_the_quantile(
+        digits, start: float, direction: int) -> None:  # type: ignore[no-untyped-def]
+    """A bound far below every update norm grows each round, one far above shrinks (Andrew
+    et al.'s geometric rule); the ledger records the bound each round used, and epsilon is
+    that of multiplier z: the bit query's share of the noise is taken from the update's."""
+    res = run_simulation(SimConfig(**ADAPTIVE, noise_multiplier=1.0, clip_norm=start,
+                                   clip_quantile=0.5), dataset=digits)
+    bounds = [e["clip_norm"] for e in res.summary()["ledger"]]
+    assert bounds[0] == start and len(bounds) == 4
+    assert all(direction * (b - a) > 0 for a, b in zip(bounds, bounds[1:], strict=False))
+    acct = PrivacyAccountant(kind="rdp")
+    acct.compose(poisson(q=0.5, noise_multiplier=1.0), count=4)
+    assert res.summary()["epsilon"] == pytest.approx(acct.epsilon(delta=1e-5))
+
+
+def test_adaptive_clipping_noise_is_z_delta_times_the_bound() -> None:
+    from privml.dp import ClientLevelDP, adaptive_noise_multiplier
+
+    cfg = SimConfig(**ADAPTIVE, noise_multiplier=1.0, clip_norm=2.0, clip_quantile=0.5,
+                    insecure_dp_seed=3)
+    dp = ClientLevelDP(cfg, 20_000)
+    z_delta = adaptive_noise_multiplier(noise_multiplier=1.0, bit_noise_std=50 / 20)
+    assert dp.z == 1.0 and dp.z_update == pytest.approx(z_delta) and z_delta > 1.0
+    out = dp.noisy_mean({"a": np.zeros(20_000, np.float32)}, run="r", round_=1)
+    # the mean over the expected 50 clients of N(0, (z_delta C)^2): std z_delta*C/50, to 2 %
+    assert out.std() == pytest.approx(z_delta * 2.0 / 50, rel=0.02)
+
+
+def test_adaptive_clipping_needs_enough_bit_noise() -> None:
+    with pytest.raises(ConfigError, match="bit_noise_std"):
+        run_simulation(SimConfig(**BASE, noise_multiplier=1.0, clip_quantile=0.5))

@@ -357,6 +357,9 @@ def server_cmd(
     clip_norm: Annotated[float, typer.Option(
         help="DP: the L2 clip of each update (client unit) or of each example's gradient "
         "(example unit).")] = 1.0,
+    clip_quantile: Annotated[float | None, typer.Option(
+        help="Client unit, central noise: adaptive clipping, the bound tracks this "
+        "quantile of update norms.", show_default=False)] = None,
     dp_unit: Annotated[str, typer.Option(
         help="DP unit: 'client' (DP-FedAvg, central noise; for many clients) or 'example' "
         "(DP-SGD on every client; for a few data holders, combines with --secagg).")]
@@ -418,7 +421,8 @@ def server_cmd(
                     "eval_every": eval_every, "secagg": secagg, "secagg_clip": secagg_clip,
                     "secagg_bits": secagg_bits, "target_epsilon": target_epsilon,
                     "delta": delta, "noise_multiplier": noise_multiplier,
-                    "clip_norm": clip_norm, "dp_unit": dp_unit, "dp_sample_rate": dp_sample_rate,
+                    "clip_norm": clip_norm, "clip_quantile": clip_quantile,
+                    "dp_unit": dp_unit, "dp_sample_rate": dp_sample_rate,
                     "min_survivors": min_survivors, "shamir_threshold": shamir_threshold}
         factory = _run_factory(model=model, dataset=dataset, seed=seed, defaults=defaults,
                                store=store)

@@ -110,7 +110,12 @@ def sim_cmd(
         help="Client-level DP: the noise multiplier z (instead of calibrating it).",
         show_default=False)] = None,
     clip_norm: Annotated[float, typer.Option(
-        help="Client-level DP: each update's L2 norm is clipped to this.")] = 1.0,
+        help="Client-level DP: each update's L2 norm is clipped to this (the starting "
+        "bound with --clip-quantile).")] = 1.0,
+    clip_quantile: Annotated[float | None, typer.Option(
+        help="Client-level DP, central noise: adaptive clipping, the bound tracks this "
+        "quantile of update norms (Andrew et al. 2021), e.g. 0.5.", show_default=False)]
+    = None,
     dp_sampling: Annotated[str, typer.Option(
         help="Client-level DP: 'poisson' (rate per-round/clients) or 'fixed'.")] = "poisson",
     accountant: Annotated[str, typer.Option(help="'rdp' or 'pld'.")] = "rdp",
@@ -126,6 +131,7 @@ def sim_cmd(
                     secagg=secagg, secagg_clip=secagg_clip, secagg_bits=secagg_bits,
                     target_epsilon=target_epsilon, delta=delta,
                     noise_multiplier=noise_multiplier, clip_norm=clip_norm,
+                    clip_quantile=clip_quantile,
                     dp_sampling=dp_sampling, accountant=accountant)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}")

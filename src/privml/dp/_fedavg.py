@@ -38,7 +38,7 @@ from privml.dp._accounting import (
     noise_for,
     poisson,
 )
-from privml.dp._clip import clip_l2
+from privml.dp._clip import AdaptiveClip, clip_l2
 from privml.dp._discrete import DistributedDiscreteGaussian
 from privml.dp._noise import gaussian_noise, insecure_rng, secure_rng
 
@@ -47,8 +47,16 @@ __all__ = ["ClientLevelDP", "DPSettings", "check_dp_settings"]
 
 def check_dp_settings(*, target_epsilon: float | None, delta: float,
                       noise_multiplier: float | None, clip_norm: float, dp_sampling: str,
-                      accountant: str) -> None:
+                      accountant: str, clip_quantile: float | None = None,
+                      secagg: bool = False) -> None:
     """ConfigError naming the first bad client-level DP setting (simulator and server)."""
+    if clip_quantile is not None:
+        if isinstance(clip_quantile, bool) or not isinstance(clip_quantile, int | float) \
+                or not 0 < clip_quantile < 1:
+            raise ConfigError(f"clip_quantile must be in (0, 1), got {clip_quantile!r}")
+        if secagg:
+            raise ConfigError("adaptive clipping needs each client's clipped-or-not bit in "
+                              "the clear; with secure aggregation use a fixed clip_norm")
     if target_epsilon is not None and not (math.isfinite(target_epsilon)
                                            and target_epsilon > 0):
         raise ConfigError(f"target_epsilon must be > 0, got {target_epsilon}")
@@ -93,6 +101,8 @@ class DPSettings(Protocol):
     def insecure_dp_seed(self) -> int | None: ...
     @property
     def secagg(self) -> bool: ...
+    @property
+    def clip_quantile(self) -> float | None: ...
 
 _GRID = 4096  # integer steps per clip norm in the distributed encoding (gamma = C / 4096)
 
@@ -111,6 +121,10 @@ class ClientLevelDP:
     # Distributed noise: the honest noisers the calibration counts on in every round (the
     # simulator: the expected sample; a coordinator: the fewest survivors SecAgg reveals).
     noisers: int | None = None
+    # Adaptive clipping (cfg.clip_quantile): the bound moves each round (dp/_clip.py), the
+    # update noise is z_delta * C so that the round, bits included, stays at multiplier z.
+    clip: AdaptiveClip | None = None
+    z_update: float = 0.0
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -118,6 +132,7 @@ class ClientLevelDP:
         self.accountant = PrivacyAccountant(
             kind="pld" if cfg.accountant == "pld" else "rdp",
             relation="replace_one" if cfg.dp_sampling == "fixed" else "add_or_remove")
+        self._round_bound: float | None = None  # the bound this round's noisy sum used
         self._rng = (insecure_rng(cfg.insecure_dp_seed) if cfg.insecure_dp_seed is not None
                      else secure_rng())
         if cfg.secagg:
@@ -132,6 +147,17 @@ class ClientLevelDP:
                                steps=cfg.rounds, accountant=self.accountant.kind,
                                sampling="fixed_size" if cfg.dp_sampling == "fixed"
                                else "poisson", population=cfg.clients)
+        self.z_update = self.z
+        if cfg.clip_quantile is not None and self.ddg is None:
+            # sigma_b = n / 20, the paper's suggestion (n: the expected clients per round)
+            self.clip = AdaptiveClip(initial=cfg.clip_norm, bit_noise_std=self._expected / 20,
+                                     target_quantile=cfg.clip_quantile)
+            self.z_update = self.clip.update_noise_multiplier(self.z)
+
+    @property
+    def bound(self) -> float:
+        """This round's clip bound C."""
+        return self.clip.bound if self.clip is not None else self.cfg.clip_norm
 
     @property
     def _expected(self) -> float:
@@ -190,17 +216,26 @@ class ClientLevelDP:
             "round": round_, "unit": "client", "placement": self.placement,
             "sampling": self.cfg.dp_sampling if self.ddg is None else "none (zCDP, survivors)",
             "survivors": survivors, "event": event_to_json(event),
+            "clip_norm": self._round_bound or self.bound,
             "epsilon": self.accountant.epsilon(delta=self.cfg.delta), "delta": self.cfg.delta,
             "accountant": self.cfg.accountant})
+        self._round_bound = None
 
     def noisy_mean(self, updates: Mapping[str, np.ndarray], *, run: str,
                    round_: int) -> np.ndarray:
         """The noisy sum of the clipped updates over the expected client count."""
         if self.ddg is None:
             total = np.zeros(self.dim, dtype=np.float64)
+            bound, fits = self.bound, 0
+            self._round_bound = bound
             for vec in updates.values():
-                total += clip_l2(vec.astype(np.float64), bound=self.cfg.clip_norm)[0]
-            total += gaussian_noise(self.dim, std=self.z * self.cfg.clip_norm, rng=self._rng)
+                clipped, norm = clip_l2(vec.astype(np.float64), bound=bound)
+                total += clipped
+                fits += norm <= bound
+            total += gaussian_noise(self.dim, std=self.z_update * bound, rng=self._rng)
+            if self.clip is not None:  # the noisy bit count moves next round's bound
+                self.clip = self.clip.updated(self.clip.noisy_fraction(
+                    fits, clients=max(1, round(self._expected)), rng=self._rng))
             return total / self._expected
         from privml.secagg import run_round
 
@@ -220,6 +255,7 @@ class ClientLevelDP:
         return {"epsilon": self.accountant.epsilon(delta=self.cfg.delta) if self.ledger
                 else 0.0, "delta": self.cfg.delta, "accountant": self.cfg.accountant,
                 "dp_unit": "client", "dp_placement": self.placement,
-                "noise_multiplier": self.z, "clip_norm": self.cfg.clip_norm,
+                "noise_multiplier": self.z, "clip_norm": self.bound,
+                "clip_quantile": self.cfg.clip_quantile,
                 "sample_rate": self.q, "target_epsilon": self.cfg.target_epsilon,
                 "ledger": list(self.ledger)}

@@ -50,7 +50,8 @@ class SimConfig:
     target_epsilon: float | None = None
     delta: float = 1e-5
     noise_multiplier: float | None = None  # z; default: calibrated to target_epsilon
-    clip_norm: float = 1.0  # C, the L2 bound on each client's update
+    clip_norm: float = 1.0  # C, the L2 bound on each client's update (the initial one...)
+    clip_quantile: float | None = None  # ...when adaptive: C tracks this quantile of norms
     dp_sampling: str = "poisson"  # "poisson" (rate per_round / clients) or "fixed"
     accountant: str = "rdp"  # "rdp" or "pld"
     insecure_dp_seed: int | None = None  # a fixed noise seed: for tests only
@@ -93,7 +94,8 @@ class SimConfig:
 
         check_dp_settings(target_epsilon=self.target_epsilon, delta=self.delta,
                           noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
-                          dp_sampling=self.dp_sampling, accountant=self.accountant)
+                          dp_sampling=self.dp_sampling, accountant=self.accountant,
+                          clip_quantile=self.clip_quantile, secagg=self.secagg)
         if self.dp and self.dropout > 0:
             raise ConfigError("client-level DP divides by the expected number of clients; "
                               "simulated stragglers would bias it (use dropout=0)")

@@ -64,6 +64,7 @@ class RunConfig:
     delta: float = 1e-5
     noise_multiplier: float | None = None  # default: calibrated to target_epsilon
     clip_norm: float = 1.0
+    clip_quantile: float | None = None  # client unit, central: adaptive clip to this quantile
     accountant: str = "rdp"
     dp_unit: str = "client"
     dp_sample_rate: float = 0.1  # example-level: each client's Poisson rate per DP-SGD step
@@ -86,6 +87,9 @@ class RunConfig:
                     and 0 < self.dp_sample_rate <= 1):
                 raise ConfigError(f"dp_sample_rate must be in (0, 1], got "
                                   f"{self.dp_sample_rate!r}")
+            if self.clip_quantile is not None:
+                raise ConfigError("clip_quantile adapts the client-level clip; DP-SGD clips "
+                                  "each example at clip_norm (drop clip_quantile)")
             if self.strategy == "fedprox":
                 raise ConfigError("FedProx's proximal term is not per-example: DP-SGD "
                                   "(dp_unit 'example') runs with fedavg or fedadam")
@@ -113,12 +117,13 @@ class RunConfig:
         survivors (see :meth:`noisers`)."""
         check_dp_settings(target_epsilon=self.target_epsilon, delta=self.delta,
                           noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
-                          dp_sampling="fixed", accountant=self.accountant)
+                          dp_sampling="fixed", accountant=self.accountant,
+                          clip_quantile=self.clip_quantile, secagg=self.secagg)
         return _ServerDP(clients=self.clients_per_round, per_round=self.clients_per_round,
                          rounds=self.rounds, target_epsilon=self.target_epsilon,
                          delta=self.delta, noise_multiplier=self.noise_multiplier,
                          clip_norm=self.clip_norm, accountant=self.accountant,
-                         secagg=self.secagg)
+                         secagg=self.secagg, clip_quantile=self.clip_quantile)
 
     def noisers(self) -> int:
         """Distributed DP: the fewest survivors whose sum SecAgg+ reveals. The noise is
@@ -179,6 +184,7 @@ class _ServerDP:
     dp_sampling: str = "fixed"
     insecure_dp_seed: int | None = None
     secagg: bool = False
+    clip_quantile: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
