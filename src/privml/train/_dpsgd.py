@@ -127,10 +127,20 @@ def poisson_positions(rng: np.random.Generator, n: int, q: float) -> np.ndarray:
 def add_noise(grad_sum: dict[str, Tensor], *, std: float, generator: torch.Generator
               ) -> dict[str, Tensor]:
     """grad_sum + N(0, std^2) per coordinate, drawn from ``generator`` (a new dict)."""
-    if std == 0:
-        return dict(grad_sum)
-    return {n: g + torch.normal(0.0, std, g.shape, generator=generator, dtype=g.dtype)
+    return {n: _noisy_into(torch.empty_like(g), g, std=std, scale=1.0, generator=generator)
             for n, g in grad_sum.items()}
+
+
+def _noisy_into(buf: Tensor, grad_sum: Tensor, *, std: float, scale: float,
+                generator: torch.Generator) -> Tensor:
+    """buf <- (grad_sum + N(0, std^2)) / scale, in place: the noise is drawn straight into
+    ``buf``, which a training loop reuses step after step (a fresh large tensor per step costs
+    page faults that, for a small model, rival the noise draw itself)."""
+    if std == 0:
+        buf.copy_(grad_sum)
+    else:
+        buf.normal_(0.0, std, generator=generator).add_(grad_sum)
+    return buf.div_(scale) if scale != 1.0 else buf
 
 
 def _dp_step(model: nn.Module, opt: torch.optim.Optimizer, xb: Tensor, yb: Tensor, *,
@@ -140,11 +150,13 @@ def _dp_step(model: nn.Module, opt: torch.optim.Optimizer, xb: Tensor, yb: Tenso
     loss_sum = float(losses.sum())
     if not math.isfinite(loss_sum):
         raise ConfigError(f"training diverged: loss is {loss_sum} (lower the learning rate)")
-    noisy = add_noise(summed, std=dp.noise_multiplier * dp.max_grad_norm,
-                      generator=rngs.noise)
+    std = dp.noise_multiplier * dp.max_grad_norm
     for name, p in model.named_parameters():
         if p.requires_grad:
-            p.grad = noisy[name] / expected
+            g, total = p.grad, summed[name]
+            if g is None or g.shape != total.shape or g.dtype != total.dtype:
+                g = p.grad = torch.empty_like(total)
+            _noisy_into(g, total, std=std, scale=expected, generator=rngs.noise)
     opt.step()
     return loss_sum, int(xb.shape[0])
 
