@@ -347,6 +347,7 @@ def test_distributed_dp_round_sums_client_noise_and_charges_the_survivors() -> N
     ddg = coord.privacy.dp.ddg
     assert isinstance(ddg, DistributedDiscreteGaussian)
     assert entry["placement"] == "distributed" and entry["survivors"] == 3
+    assert "withholds its noise" in coord.status()["privacy"]["assumption"]
     assert entry["event"] == {"type": "zcdp", "rho": ddg.rho(survivors=3), "xi": 0.0}
     # The step is the survivors' clipped updates summed, over the expected 4, plus noise of
     # std gamma*sqrt(3)*sigma per coordinate (z*C*sqrt(3/2) here: calibrated for 2 noisers).

@@ -104,6 +104,11 @@ class DPSettings(Protocol):
     @property
     def clip_quantile(self) -> float | None: ...
 
+_CENTRAL = ("the party that aggregates (simulator or coordinator) adds the noise and keeps "
+            "the individual updates to itself")
+_DISTRIBUTED = ("every client whose update is in the sum added its discrete Gaussian noise "
+                "honestly; epsilon is for the survivors actually in the sum, and a client that "
+                "withholds its noise lowers the real guarantee below the one reported")
 _GRID = 4096  # integer steps per clip norm in the distributed encoding (gamma = C / 4096)
 
 
@@ -255,6 +260,7 @@ class ClientLevelDP:
         return {"epsilon": self.accountant.epsilon(delta=self.cfg.delta) if self.ledger
                 else 0.0, "delta": self.cfg.delta, "accountant": self.cfg.accountant,
                 "dp_unit": "client", "dp_placement": self.placement,
+                "assumption": _DISTRIBUTED if self.ddg is not None else _CENTRAL,
                 "noise_multiplier": self.z, "clip_norm": self.bound,
                 "clip_quantile": self.cfg.clip_quantile,
                 "sample_rate": self.q, "target_epsilon": self.cfg.target_epsilon,
