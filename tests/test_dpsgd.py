@@ -30,7 +30,7 @@ from privml.train import (
     train_local,
 )
 from privml.train._dpsgd import add_noise, poisson_positions
-from privml.train._ghost import use_gram
+from privml.train._ghost import _unfold_is_faster, use_gram
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -114,6 +114,20 @@ class SequenceNet(nn.Module):
         return self.head(self.b(torch.tanh(self.a(x))).flatten(1))
 
 
+class DeepConvNet(nn.Module):
+    """Many input channels on a small map: the im2col + bmm per-sample path (T <= 64,
+    d >= 256), with a GroupNorm over a flat (B, C) input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deep = nn.Conv2d(32, 6, 3, padding=1)  # T=16, p=6, d=288
+        self.gn = nn.GroupNorm(2, 4)
+        self.head = nn.Linear(6 * 4 * 4, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gn(self.head(torch.tanh(self.deep(x)).flatten(1)))
+
+
 class EmbeddingNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -140,6 +154,8 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[torch.Generator, int],
     "sequence": (SequenceNet,
                  lambda g, b: torch.randn(b, 3, 8, generator=g, dtype=torch.float64)),
     "embedding": (EmbeddingNet, lambda g, b: torch.randint(0, 12, (b, 4), generator=g)),
+    "deepconv": (DeepConvNet,
+                 lambda g, b: torch.randn(b, 32, 4, 4, generator=g, dtype=torch.float64)),
 }
 
 
@@ -153,6 +169,7 @@ def _case(name: str, batch: int, seed: int = 0) -> tuple[nn.Module, Tensor, Tens
 
 def test_the_cases_cover_both_weight_paths() -> None:
     assert use_gram(3, 8, 8) and not use_gram(3, 2, 8)           # SequenceNet
+    assert not use_gram(16, 6, 288) and _unfold_is_faster(16, 288)  # DeepConvNet
     assert use_gram(4, 16, 72) and not use_gram(64, 16, 18)      # wide conv, zoo cnn conv1
 
 
