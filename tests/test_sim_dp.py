@@ -3,6 +3,8 @@ enforced before a round is applied, and the summary reports (epsilon, delta, acc
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -123,7 +125,7 @@ def test_adaptive_clipping_moves_the_bound_towards_the_quantile(
                                    clip_quantile=0.5), dataset=digits)
     bounds = [e["clip_norm"] for e in res.summary()["ledger"]]
     assert bounds[0] == start and len(bounds) == 4
-    assert all(direction * (b - a) > 0 for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(direction * (b - a) > 0 for a, b in itertools.pairwise(bounds))
     acct = PrivacyAccountant(kind="rdp")
     acct.compose(poisson(q=0.5, noise_multiplier=1.0), count=4)
     assert res.summary()["epsilon"] == pytest.approx(acct.epsilon(delta=1e-5))
