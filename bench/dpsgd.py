@@ -29,79 +29,25 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from _report import write_section
+from _venv import PeerVenv
 from opacus_side import MODELS, batch, build, median_step
 from privml.train._dpsgd import DPSGDConfig, _dp_step, _Rngs
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VENV = HERE / ".venvs" / "opacus"
-VENV_PY = VENV / "bin" / "python"
-STAMP = VENV / ".bench-installed"
 RESULTS = HERE / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 START, END = "<!-- bench:dpsgd:start -->", "<!-- bench:dpsgd:end -->"
 COMMAND = ".venv/bin/python bench/dpsgd.py"
 # torch first and pinned: pip then takes the CPU build from local disk (unpinned, it would
 # pull gigabytes of CUDA wheels); then the Opacus release the comparison is about.
-PEER_REQUIREMENTS = (("torch==2.13.0",), ("opacus==1.6.*",))
+PEER = PeerVenv(
+    "opacus", (("torch==2.13.0",), ("opacus==1.6.*",)),
+    "import json, opacus, torch, platform; print(json.dumps({'opacus': opacus.__version__, "
+    "'torch': torch.__version__, 'python': platform.python_version()}))",
+    extra_env={"OMP_NUM_THREADS": "1"})
 LABELS = {"mlp": "MLP 784-256-10", "cnn": "CNN (zoo `cnn`, 28x28x1)",
           "gn_cnn": "GroupNorm CNN (32x32x3)"}
-
-
-# --------------------------------------------------------------------------- peer venv
-
-
-def _pip(*args: str, log: Path) -> None:
-    cmd = [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
-    print(f"  $ {' '.join(cmd[2:])}", file=sys.stderr)
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd[2:])}` failed (exit {done.returncode}); see {log}")
-
-
-def peer_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
-               PATH=f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    return env
-
-
-def peer_versions() -> dict[str, str]:
-    code = ("import json, opacus, torch, platform; print(json.dumps({'opacus': "
-            "opacus.__version__, 'torch': torch.__version__, "
-            "'python': platform.python_version()}))")
-    done = subprocess.run([str(VENV_PY), "-c", code], capture_output=True, text=True,
-                          check=False, env=peer_env())
-    if done.returncode != 0:
-        raise RuntimeError(f"the opacus venv does not import: {done.stderr.strip()[-500:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def ensure_peer_venv() -> dict[str, str]:
-    """Make ``bench/.venvs/opacus`` if it is missing or incomplete; return its versions."""
-    if STAMP.exists():
-        try:
-            return peer_versions()
-        except RuntimeError as exc:
-            print(f"{exc}; reinstalling", file=sys.stderr)
-    print(f"Setting up Opacus's virtual environment in {VENV.relative_to(ROOT)}",
-          file=sys.stderr)
-    RESULTS.mkdir(exist_ok=True)
-    log = RESULTS / "opacus-venv-setup.log.tmp"
-    log.unlink(missing_ok=True)
-    if not VENV_PY.exists():
-        # `python3 -m venv` from whichever interpreter runs this: a venv made from privml's
-        # venv still links to the base interpreter and starts empty.
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    for group in PEER_REQUIREMENTS:
-        _pip(*group, log=log)
-    versions = peer_versions()
-    STAMP.write_text(json.dumps(versions) + "\n")
-    return versions
 
 
 # --------------------------------------------------------------------------- the sides
@@ -131,9 +77,9 @@ def privml_side(name: str, *, steps: int, warmup: int, size: int) -> dict[str, A
 
 
 def opacus_side(name: str, *, steps: int, warmup: int, size: int) -> dict[str, Any]:
-    cmd = [str(VENV_PY), str(HERE / "opacus_side.py"), "--model", name, "--steps", str(steps),
+    cmd = [str(PEER.python), str(HERE / "opacus_side.py"), "--model", name, "--steps", str(steps),
            "--warmup", str(warmup), "--batch", str(size)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=peer_env(),
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=PEER.env(),
                           timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"opacus_side.py failed: {done.stderr.strip()[-800:]}")
@@ -216,7 +162,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    peer = ensure_peer_venv()
+    peer = PEER.ensure()
     result: dict[str, Any] = {
         "date": dt.date.today().isoformat(), "batch": args.batch, "steps": args.steps,
         "warmup": args.warmup,

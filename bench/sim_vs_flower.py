@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from _venv import PeerVenv
 from sim_vs_flower_report import (
     BENCHMARKS_MD,
     CAVEATS,
@@ -57,9 +58,6 @@ from sim_vs_flower_report import (
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VENV = HERE / ".venvs" / "flwr"
-VENV_PY = VENV / "bin" / "python"
-STAMP = VENV / ".bench-installed"
 RESULTS = HERE / "results"
 # torch first and pinned: pip then takes the CPU build from local disk (unpinned, it would
 # pull gigabytes of CUDA wheels); flwr unpinned, and the version it resolved is recorded.
@@ -72,60 +70,24 @@ console = Console(stderr=True)
 
 # --------------------------------------------------------------------------- peer venv
 
-
-def _pip(*args: str, log: Path) -> None:
-    cmd = [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
-    console.print(f"  [dim]$ {escape(' '.join(cmd[2:]))}[/]")
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd[2:])}` failed (exit {done.returncode}); "
-                           f"see {log}")
-
-
-def peer_versions() -> dict[str, str]:
-    code = ("import json, flwr, ray, torch, numpy, platform; print(json.dumps({"
-            "'flwr': flwr.__version__, 'ray': ray.__version__, 'torch': torch.__version__, "
-            "'numpy': numpy.__version__, 'python': platform.python_version()}))")
-    done = subprocess.run([str(VENV_PY), "-c", code], capture_output=True, text=True,
-                          check=False, env=peer_env())
-    if done.returncode != 0:
-        raise RuntimeError(f"the flwr venv does not import: {done.stderr.strip()[-500:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+# No usage stats or update checks: the machine may have no network beyond package mirrors.
+PEER = PeerVenv(
+    "flwr", PEER_REQUIREMENTS,
+    "import json, flwr, ray, torch, numpy, platform; print(json.dumps({"
+    "'flwr': flwr.__version__, 'ray': ray.__version__, 'torch': torch.__version__, "
+    "'numpy': numpy.__version__, 'python': platform.python_version()}))",
+    extra_env={"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
+               "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"},
+    say=lambda line: console.print(escape(line)))
 
 
 def ensure_peer_venv() -> dict[str, str]:
     """Make ``bench/.venvs/flwr`` if it is missing or incomplete; return its versions."""
-    if STAMP.exists():
-        try:
-            return peer_versions()
-        except RuntimeError as exc:
-            console.print(f"[yellow]{exc}; reinstalling[/]")
-    console.print(f"[bold]Setting up Flower's virtual environment[/] in {VENV.relative_to(ROOT)}")
-    log = RESULTS / "flwr-venv-setup.log.tmp"
-    log.unlink(missing_ok=True)
-    if not VENV_PY.exists():
-        # `python3 -m venv` from whichever interpreter runs this: a venv made from privml's
-        # venv still links to the base interpreter and starts empty.
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    for group in PEER_REQUIREMENTS:
-        _pip(*group, log=log)
-    versions = peer_versions()
-    STAMP.write_text(json.dumps(versions) + "\n")
-    console.print(f"  flwr {versions['flwr']}, ray {versions['ray']}, torch {versions['torch']}")
-    return versions
+    return PEER.ensure()
 
 
 def peer_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    # No usage stats or update checks: the machine may have no network beyond package mirrors.
-    env.update(PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", RAY_DEDUP_LOGS="0",
-               FLWR_DISABLE_UPDATE_CHECK="1", RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0",
-               PATH=f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    return env
+    return PEER.env()
 
 
 # --------------------------------------------------------------------------- the task
@@ -241,7 +203,7 @@ def run_privml(task_json: Path, rep: int, log: Path,
 def run_flower(task_json: Path, rep: int, client_cpus: float, log: Path,
                on_round: Callable[[int, float], None]) -> dict[str, Any]:
     out = task_json.parent / f"flower-{rep}.json"
-    cmd = [str(VENV_PY), str(HERE / "flower_side.py"), "--task", str(task_json), "--out",
+    cmd = [str(PEER.python), str(HERE / "flower_side.py"), "--task", str(task_json), "--out",
            str(out), "--seed", str(rep), "--client-cpus", str(client_cpus)]
     return run_side(cmd, out, peer_env(), log, on_round)
 
