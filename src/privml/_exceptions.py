@@ -8,6 +8,8 @@ server can answer the first with a 4xx and treat the second as its own bug or co
     PrivmlError
     ├── ConfigError            local misuse: unknown name, out-of-range argument (also ValueError)
     ├── DataError              a dataset file is missing, truncated, corrupt or malformed
+    ├── IntegrityError         sealed bytes do not open: wrong key, tampered, truncated,
+    │                          reordered or moved (one opaque error, whatever the cause)
     └── PeerError              something a remote peer sent was refused
         ├── ParamsError        parameter bytes fail to decode or to match the expected spec
         ├── RequestError       a malformed request: bad header, too large, bad credentials
@@ -37,6 +39,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DuplicateUpdateError",
+    "IntegrityError",
     "LateUpdateError",
     "ParamsError",
     "PeerError",
@@ -60,6 +63,15 @@ class ConfigError(PrivmlError, ValueError):
 
 class DataError(PrivmlError):
     """A dataset file is missing, truncated, corrupt or malformed."""
+
+
+class IntegrityError(PrivmlError):
+    """Sealed bytes failed to open. Deliberately says nothing of why (wrong key, wrong store
+    or record, a flipped byte, truncation, reordering): the cause is not the reader's to
+    learn, and no partial plaintext is ever returned."""
+
+    def __init__(self, message: str = "sealed data failed its integrity check") -> None:
+        super().__init__(message)
 
 
 class PeerError(PrivmlError):

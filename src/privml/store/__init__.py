@@ -1,0 +1,8 @@
+"""Sealed storage at rest: :class:`LocalStore` (named, versioned values, envelope
+encryption with AES-256-GCM, a STREAM-style segmented format for values of any size) and
+the key sources it takes (passphrase, key file, ``PRIVML_STORE_KEY``)."""
+
+from privml.store._keys import ENV_KEY, key_from_env, key_from_file
+from privml.store._local import LocalStore
+
+__all__ = ["ENV_KEY", "LocalStore", "key_from_env", "key_from_file"]

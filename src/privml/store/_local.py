@@ -1,0 +1,249 @@
+"""``LocalStore``: named, versioned values sealed at rest (envelope encryption).
+
+A store is a folder: ``index.sqlite`` (WAL) lists every record version with its data key
+wrapped by the store's key-encryption key, and ``objects/`` holds each version's sealed bytes
+(:mod:`privml.store._seal`) in a side file, written once. Each version has its own random
+256-bit data key; the associated data of both the wrapped key and the sealed value binds
+the store id, the record name and the version, so bytes moved between stores, records or
+versions do not open. Any such failure is one opaque :class:`~privml.IntegrityError`.
+
+Atomicity and concurrency: ``put`` first reserves the next version in a short write
+transaction (a *pending* row), then seals to a temporary file, fsyncs and renames it into
+place, then marks the row complete. A process killed at any point leaves the previous
+complete version readable; readers never see pending rows. SQLite's locking serialises the
+reservations of several processes. ``rotate_key`` re-wraps every data key under a new
+key-encryption key in one transaction; the sealed files are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import BinaryIO
+
+from privml._exceptions import ConfigError, IntegrityError
+from privml.store._keys import Kdf, key_from_env, unwrap, wrap
+from privml.store._seal import open_stream, seal_stream
+
+__all__ = ["LocalStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL,
+    wrapped BLOB, size INTEGER, created REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'complete')),
+    PRIMARY KEY (name, version));
+"""
+_CHECK = b"privml store key check"
+_FORMAT = 1
+
+
+class LocalStore:
+    """A sealed store in folder ``path``. ``key``: 32 bytes, or a passphrase (str); with
+    neither, ``PRIVML_STORE_KEY``. ``create``: make the store if it does not exist."""
+
+    def __init__(self, path: Path | str, *, key: bytes | str | None = None,
+                 create: bool = True) -> None:
+        self.path = Path(path)
+        index = self.path / "index.sqlite"
+        if not index.exists() and not create:
+            raise ConfigError(f"no store at {self.path}")
+        (self.path / "objects").mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(index, timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._kek = self._open_or_init(key)
+
+    # ---- keys ----------------------------------------------------------------------------
+    def _meta(self, k: str) -> bytes | None:
+        row = self._db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _kek_from(self, key: bytes | str | None, kdf: Kdf | None) -> bytes:
+        if key is None:
+            key = key_from_env()
+            if key is None:
+                raise ConfigError("no store key: give a passphrase, a key file or set "
+                                  "PRIVML_STORE_KEY")
+        if isinstance(key, str):
+            if kdf is None:
+                raise IntegrityError()  # a key store opened with a passphrase
+            return kdf.derive(key)
+        if not isinstance(key, bytes) or len(key) != 32:
+            raise ConfigError("a store key is 32 bytes (or a passphrase string)")
+        return key
+
+    def _open_or_init(self, key: bytes | str | None) -> bytes:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            store_id = self._meta("store_id")
+            if store_id is None:  # a new store
+                store_id = secrets.token_bytes(16)
+                kdf = Kdf.new() if isinstance(key, str) else None
+                kek = self._kek_from(key, kdf)
+                rows = [("store_id", store_id), ("format", str(_FORMAT).encode()),
+                        ("check", wrap(kek, _CHECK.ljust(32, b"\0"), store_id))]
+                if kdf is not None:
+                    rows.append(("kdf", json.dumps(kdf.to_json()).encode()))
+                self._db.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.store_id = store_id
+        if self._meta("format") != str(_FORMAT).encode():
+            raise IntegrityError()
+        kdf_json = self._meta("kdf")
+        kdf = Kdf.from_json(json.loads(kdf_json)) if kdf_json is not None else None
+        kek = self._kek_from(key, kdf)
+        self._verify(kek)
+        return kek
+
+    def _verify(self, kek: bytes) -> None:
+        check = self._meta("check")
+        if check is None or unwrap(kek, check, self.store_id) != _CHECK.ljust(32, b"\0"):
+            raise IntegrityError()
+
+    def _aad(self, name: str, version: int) -> bytes:
+        return b"|".join([b"privml-store", self.store_id, name.encode(), str(version).encode()])
+
+    # ---- records -------------------------------------------------------------------------
+    @staticmethod
+    def _check_name(name: str) -> str:
+        if not isinstance(name, str) or not 0 < len(name) <= 256 or "\0" in name:
+            raise ConfigError("a record name is 1-256 characters without NUL")
+        return name
+
+    def put(self, name: str, data: bytes | BinaryIO | Iterable[bytes]) -> int:
+        """Seal ``data`` as the next version of ``name``; returns that version."""
+        self._check_name(name)
+        file = f"{secrets.token_hex(16)}.seal"
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (top,) = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM records "
+                                      "WHERE name=?", (name,)).fetchone()
+            version = int(top) + 1
+            self._db.execute("INSERT INTO records VALUES (?,?,?,NULL,NULL,?,'pending')",
+                             (name, version, file, time.time()))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        data_key = secrets.token_bytes(32)
+        aad = self._aad(name, version)
+        final = self.path / "objects" / file
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            size = seal_stream(data, out, key=data_key, aad=aad)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, final)
+        self._fsync_dir()
+        self._db.execute("UPDATE records SET wrapped=?, size=?, state='complete' "
+                         "WHERE name=? AND version=?",
+                         (wrap(self._kek, data_key, aad), size, name, version))
+        return version
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.path / "objects", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _row(self, name: str, version: int | None) -> tuple[int, str, bytes]:
+        self._check_name(name)
+        q = ("SELECT version, file, wrapped FROM records WHERE name=? AND state='complete'"
+             + (" AND version=?" if version is not None else "")
+             + " ORDER BY version DESC LIMIT 1")
+        row = self._db.execute(q, (name,) if version is None else (name, version)).fetchone()
+        if row is None:
+            raise KeyError(name if version is None else f"{name} v{version}")
+        return int(row[0]), str(row[1]), bytes(row[2])
+
+    def open(self, name: str, version: int | None = None) -> Iterator[bytes]:
+        """The plaintext of ``name`` (latest complete version, or ``version``), a segment at
+        a time. KeyError if there is none; IntegrityError if it does not open."""
+        v, file, wrapped = self._row(name, version)
+        aad = self._aad(name, v)
+        data_key = unwrap(self._kek, wrapped, aad)
+        try:
+            fh = open(self.path / "objects" / file, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            raise IntegrityError() from None
+        with fh:
+            yield from open_stream(fh, key=data_key, aad=aad)
+
+    def get(self, name: str, version: int | None = None) -> bytes:
+        return b"".join(self.open(name, version))
+
+    def versions(self, name: str) -> list[int]:
+        rows = self._db.execute("SELECT version FROM records WHERE name=? AND "
+                                "state='complete' ORDER BY version", (name,)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def list(self) -> dict[str, int]:
+        """Every record name with its latest complete version."""
+        rows = self._db.execute("SELECT name, MAX(version) FROM records WHERE "
+                                "state='complete' GROUP BY name ORDER BY name").fetchall()
+        return {str(n): int(v) for n, v in rows}
+
+    def delete(self, name: str) -> int:
+        """Remove every version of ``name``; returns how many there were."""
+        self._check_name(name)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            files = [r[0] for r in self._db.execute(
+                "SELECT file FROM records WHERE name=?", (name,)).fetchall()]
+            self._db.execute("DELETE FROM records WHERE name=?", (name,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        for f in files:
+            (self.path / "objects" / f).unlink(missing_ok=True)
+        return len(files)
+
+    def rotate_key(self, new_key: bytes | str) -> None:
+        """Re-wrap every data key (and the key check) under ``new_key``, in one transaction;
+        the sealed values are not rewritten. A passphrase gets a fresh salt."""
+        kdf = Kdf.new() if isinstance(new_key, str) else None
+        kek = self._kek_from(new_key, kdf)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._db.execute("SELECT name, version, wrapped FROM records WHERE "
+                                    "state='complete'").fetchall()
+            for name, version, wrapped in rows:
+                aad = self._aad(name, int(version))
+                dk = unwrap(self._kek, bytes(wrapped), aad)
+                self._db.execute("UPDATE records SET wrapped=? WHERE name=? AND version=?",
+                                 (wrap(kek, dk, aad), name, version))
+            self._db.execute("UPDATE meta SET v=? WHERE k='check'",
+                             (wrap(kek, _CHECK.ljust(32, b"\0"), self.store_id),))
+            self._db.execute("DELETE FROM meta WHERE k='kdf'")
+            if kdf is not None:
+                self._db.execute("INSERT INTO meta VALUES ('kdf', ?)",
+                                 (json.dumps(kdf.to_json()).encode(),))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._kek = kek
+
+    def close(self) -> None:
+        with closing(self._db):
+            pass
+
+    def __enter__(self) -> LocalStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

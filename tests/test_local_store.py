@@ -1,0 +1,211 @@
+"""The sealed store: round trips, every tampering detected as one opaque error, key
+rotation, and writers killed mid-write leaving a readable previous version."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from privml import ConfigError, IntegrityError
+from privml.store import LocalStore
+from privml.store._seal import HEADER_SIZE, TAG, open_stream, seal_stream
+
+KEY = bytes(range(32))
+OTHER = bytes(range(1, 33))
+
+
+def _seal(data: bytes, *, size: int = 64, aad: bytes = b"a") -> bytes:
+    out = io.BytesIO()
+    seal_stream(data, out, key=KEY, aad=aad, segment_size=size)
+    return out.getvalue()
+
+
+def _open(blob: bytes, *, aad: bytes = b"a", key: bytes = KEY) -> bytes:
+    return b"".join(open_stream(io.BytesIO(blob), key=key, aad=aad))
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 128, 1000])
+def test_seal_round_trip_at_every_segment_boundary(n: int) -> None:
+    data = os.urandom(n)
+    assert _open(_seal(data)) == data
+    # from a file object and from an iterable of odd-sized pieces too
+    out = io.BytesIO()
+    seal_stream((data[i:i + 7] for i in range(0, n, 7)), out, key=KEY, aad=b"a",
+                segment_size=64)
+    assert _open(out.getvalue()) == data
+
+
+def test_every_flipped_byte_is_detected() -> None:
+    blob = _seal(os.urandom(150))
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 0x01
+        with pytest.raises(IntegrityError):
+            _open(bytes(bad))
+
+
+def test_truncation_reordering_trailing_bytes_wrong_key_and_aad() -> None:
+    blob = _seal(os.urandom(200))  # segments of 64: 3 full + 1 short
+    seg = 64 + TAG
+    body = blob[HEADER_SIZE:]
+    segments = [body[i:i + seg] for i in range(0, len(body), seg)]
+    cases = [
+        blob[:HEADER_SIZE + 2 * seg],  # cut at a segment boundary
+        blob[:-1],  # cut inside the last segment
+        blob[:HEADER_SIZE - 1],  # cut inside the header
+        blob[:HEADER_SIZE] + segments[1] + segments[0] + b"".join(segments[2:]),  # swapped
+        blob + b"\0",  # a trailing byte
+        blob + segments[0],  # a segment replayed at the end
+    ]
+    for bad in cases:
+        with pytest.raises(IntegrityError):
+            _open(bad)
+    with pytest.raises(IntegrityError):
+        _open(blob, key=OTHER)
+    with pytest.raises(IntegrityError):
+        _open(blob, aad=b"b")
+
+
+def test_store_round_trip_versions_list_delete(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "s", key=KEY) as st:
+        assert st.put("model", b"one") == 1
+        assert st.put("model", b"two") == 2
+        st.put("data", io.BytesIO(b"x" * 3_000_000))  # three segments, from a file
+        assert st.get("model") == b"two" and st.get("model", 1) == b"one"
+        assert st.versions("model") == [1, 2] and st.list() == {"data": 1, "model": 2}
+        assert st.get("data") == b"x" * 3_000_000
+        assert st.delete("model") == 2
+        with pytest.raises(KeyError):
+            st.get("model")
+    with LocalStore(tmp_path / "s", key=KEY) as again:
+        assert again.list() == {"data": 1}
+
+
+def test_wrong_key_wrong_store_and_record_swaps_are_one_opaque_error(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "s", key=KEY) as st:
+        st.put("a", b"alpha")
+        st.put("a", b"alpha-2")
+        st.put("b", b"beta")
+    with pytest.raises(IntegrityError):
+        LocalStore(tmp_path / "s", key=OTHER)
+    with pytest.raises(IntegrityError):
+        LocalStore(tmp_path / "s", key="a passphrase")
+    db = sqlite3.connect(tmp_path / "s" / "index.sqlite")
+
+    def row(name: str, version: int) -> tuple[str, bytes]:
+        f, w = db.execute("SELECT file, wrapped FROM records WHERE name=? AND version=?",
+                          (name, version)).fetchone()
+        return f, w
+
+    old_file, old_wrapped = row("a", 1)
+    # Rollback of one record: version 2's row given version 1's sealed file and key.
+    db.execute("UPDATE records SET file=?, wrapped=? WHERE name='a' AND version=2",
+               (old_file, old_wrapped))
+    db.commit()
+    with LocalStore(tmp_path / "s", key=KEY) as st, pytest.raises(IntegrityError):
+        st.get("a")
+    # Another record's bytes under this name.
+    b_file, b_wrapped = row("b", 1)
+    db.execute("UPDATE records SET file=?, wrapped=? WHERE name='a' AND version=1",
+               (b_file, b_wrapped))
+    db.commit()
+    with LocalStore(tmp_path / "s", key=KEY) as st, pytest.raises(IntegrityError):
+        st.get("a", 1)
+    # A record copied from another store (its own key) does not open here either.
+    with LocalStore(tmp_path / "t", key=KEY) as other:
+        other.put("b", b"beta")
+    t = sqlite3.connect(tmp_path / "t" / "index.sqlite")
+    f, w = t.execute("SELECT file, wrapped FROM records").fetchone()
+    shutil.copy(tmp_path / "t" / "objects" / f, tmp_path / "s" / "objects" / f)
+    db.execute("UPDATE records SET file=?, wrapped=? WHERE name='b'", (f, w))
+    db.commit()
+    with LocalStore(tmp_path / "s", key=KEY) as st, pytest.raises(IntegrityError):
+        st.get("b")
+
+
+def test_a_tampered_side_file_never_yields_plaintext(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "s", key=KEY) as st:
+        st.put("a", b"secret value " * 10)
+        (obj,) = (tmp_path / "s" / "objects").glob("*.seal")
+        raw = obj.read_bytes()
+        for i in range(0, len(raw), 7):
+            bad = bytearray(raw)
+            bad[i] ^= 0x80
+            obj.write_bytes(bytes(bad))
+            with pytest.raises(IntegrityError):
+                st.get("a")
+        obj.unlink()
+        with pytest.raises(IntegrityError):
+            st.get("a")
+
+
+def test_key_rotation_keeps_everything_readable_with_the_new_key_only(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "s", key="old passphrase") as st:
+        for i in range(5):
+            st.put(f"r{i}", f"value {i}".encode())
+        files = {p.name: p.read_bytes() for p in (tmp_path / "s" / "objects").iterdir()}
+        st.rotate_key(KEY)
+        # the sealed values were not rewritten
+        assert {p.name: p.read_bytes()
+                for p in (tmp_path / "s" / "objects").iterdir()} == files
+    with pytest.raises(IntegrityError):
+        LocalStore(tmp_path / "s", key="old passphrase")
+    with LocalStore(tmp_path / "s", key=KEY) as st:
+        assert [st.get(f"r{i}") for i in range(5)] == [f"value {i}".encode()
+                                                       for i in range(5)]
+
+
+def test_keys_come_from_the_environment_and_bad_keys_are_config_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    monkeypatch.setenv("PRIVML_STORE_KEY", base64.b64encode(KEY).decode())
+    with LocalStore(tmp_path / "s") as st:
+        st.put("a", b"x")
+    with LocalStore(tmp_path / "s", key=KEY) as st:
+        assert st.get("a") == b"x"
+    monkeypatch.setenv("PRIVML_STORE_KEY", "not base64 of 32 bytes")
+    with pytest.raises(ConfigError, match="PRIVML_STORE_KEY"):
+        LocalStore(tmp_path / "s")
+    monkeypatch.delenv("PRIVML_STORE_KEY")
+    with pytest.raises(ConfigError, match="no store key"):
+        LocalStore(tmp_path / "s")
+    with pytest.raises(ConfigError, match="32 bytes"):
+        LocalStore(tmp_path / "s", key=b"short")
+
+
+_WRITER = """
+import sys
+from privml.store import LocalStore
+key = bytes(range(32))
+with LocalStore(sys.argv[1], key=key) as st:
+    for i in range(100):
+        st.put("rec", (f"version {i} " * 20000).encode())
+        print(i, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_a_complete_version(tmp_path: Path) -> None:
+    """SIGKILL at several points of 100 writes: the record always reads back as one of the
+    values written, whole."""
+    written = {(f"version {i} " * 20000).encode() for i in range(100)}
+    for delay in (0.3, 0.6, 0.9, 1.2):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "s")],
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with LocalStore(tmp_path / "s", key=KEY) as st:
+            if st.versions("rec"):
+                assert st.get("rec") in written
+                for v in st.versions("rec"):
+                    assert st.get("rec", v) in written
