@@ -209,3 +209,68 @@ def test_a_writer_killed_mid_write_leaves_a_complete_version(tmp_path: Path) -> 
                 assert st.get("rec") in written
                 for v in st.versions("rec"):
                     assert st.get("rec", v) in written
+
+
+_WORKER = """
+import json, sys
+from privml.store import LocalStore
+path, me = sys.argv[1], int(sys.argv[2])
+done = []
+with LocalStore(path, key=bytes(range(32))) as st:
+    for i in range(25):
+        name = f"shared-{i % 3}"
+        value = f"{me}:{i}:".encode() * 500
+        done.append([name, st.put(name, value), value.decode()])
+        for other in st.list():  # read whatever the others committed so far
+            st.get(other)
+print(json.dumps(done))
+"""
+
+
+def test_four_processes_share_a_store_without_losing_a_committed_write(
+        tmp_path: Path) -> None:
+    import json
+
+    LocalStore(tmp_path / "s", key=KEY).close()
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path / "s"), str(k)],
+                              stdout=subprocess.PIPE, text=True) for k in range(4)]
+    results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    with LocalStore(tmp_path / "s", key=KEY) as st:
+        seen = set()
+        for done in results:
+            for name, version, value in done:
+                assert st.get(name, version) == value.encode()
+                seen.add((name, version))
+        assert len(seen) == 100  # every version number given out once
+        assert sum(len(st.versions(n)) for n in st.list()) == 100
+
+
+_BIG = """
+import hashlib, resource, sys
+from privml.store import LocalStore
+MB = 1 << 20
+def chunks():
+    for i in range(200):
+        yield bytes([i % 251]) * MB
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with LocalStore(sys.argv[1], key=bytes(range(32))) as st:
+    st.put("big", chunks())
+    h, n = hashlib.sha256(), 0
+    for piece in st.open("big"):
+        h.update(piece)
+        n += len(piece)
+want = hashlib.sha256()
+for c in chunks():
+    want.update(c)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(n, h.hexdigest() == want.hexdigest(), (peak - base) // 1024)
+"""
+
+
+def test_a_200_mb_value_round_trips_in_bounded_memory(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _BIG, str(tmp_path / "s")],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    n, same, grew_mb = out.split()
+    assert int(n) == 200 << 20 and same == "True"
+    assert int(grew_mb) < 64  # the value is 200 MB; memory grew by a few segments at most
