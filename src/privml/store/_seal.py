@@ -19,9 +19,12 @@ until the iterator is exhausted (only then is the final flag checked).
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -72,10 +75,20 @@ def _chunks(data: bytes | BinaryIO | Iterable[bytes], size: int) -> Iterator[byt
         yield bytes(buf)
 
 
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """AES-GCM in ``cryptography`` releases the GIL: segments are sealed and opened on every
+    core, a bounded window of them in flight, and written or yielded in order."""
+    return ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="privml-seal")
+
+
+_WINDOW = 8  # segments in flight: memory stays at a few segments whatever the value's size
+
+
 def seal_stream(data: bytes | BinaryIO | Iterable[bytes], out: BinaryIO, *, key: bytes,
                 aad: bytes, segment_size: int = SEGMENT_SIZE) -> int:
     """Seal ``data`` (bytes, a binary file or an iterable of byte strings) into ``out``;
-    returns the plaintext length. Holds one segment in memory at a time."""
+    returns the plaintext length. Holds a few segments in memory at a time."""
     if not 1 <= segment_size < 1 << 31:
         raise ConfigError(f"segment_size must be in [1, 2^31), got {segment_size}")
     aead = _key(key)
@@ -83,14 +96,21 @@ def seal_stream(data: bytes | BinaryIO | Iterable[bytes], out: BinaryIO, *, key:
     header = _HEAD.pack(MAGIC, VERSION, segment_size, prefix)
     out.write(header)
     bound = header + aad
+    flight: deque[Future[bytes]] = deque()
+
+    def submit(i: int, chunk: bytes, last: bool) -> None:
+        flight.append(_pool().submit(aead.encrypt, _nonce(prefix, i, last), chunk, bound))
+        while len(flight) > (_WINDOW if not last else 0):
+            out.write(flight.popleft().result())
+
     total, i, pending = 0, 0, None
     for chunk in _chunks(data, segment_size):
         if pending is not None:  # a full segment with more to come
-            out.write(aead.encrypt(_nonce(prefix, i, False), pending, bound))
+            submit(i, pending, False)
             i += 1
         pending = chunk
         total += len(chunk)
-    out.write(aead.encrypt(_nonce(prefix, i, True), pending or b"", bound))
+    submit(i, pending or b"", True)
     return total
 
 
@@ -105,18 +125,27 @@ def open_stream(src: BinaryIO, *, key: bytes, aad: bytes) -> Iterator[bytes]:
     if magic != MAGIC or version != VERSION or not 1 <= size < 1 << 31:
         raise IntegrityError()
     bound = header + aad
-    i = 0
-    block = src.read(size + TAG)
-    while True:
-        nxt = src.read(size + TAG) if len(block) == size + TAG else b""
-        last = not nxt
+
+    def decrypt(i: int, block: bytes, last: bool) -> bytes:
         if len(block) < TAG or (not last and len(block) != size + TAG):
             raise IntegrityError()
         try:
-            plain = aead.decrypt(_nonce(prefix, i, last), block, bound)
+            return aead.decrypt(_nonce(prefix, i, last), block, bound)
         except InvalidTag:
             raise IntegrityError() from None
-        yield plain
-        if last:
-            return
-        block, i = nxt, i + 1
+
+    flight: deque[Future[bytes]] = deque()
+    i, block = 0, src.read(size + TAG)
+    try:
+        while True:
+            nxt = src.read(size + TAG) if len(block) == size + TAG else b""
+            last = not nxt
+            flight.append(_pool().submit(decrypt, i, block, last))
+            while flight and (len(flight) > _WINDOW or last):
+                yield flight.popleft().result()
+            if last:
+                return
+            block, i = nxt, i + 1
+    finally:
+        for f in flight:
+            f.cancel()
