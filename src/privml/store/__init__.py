@@ -4,5 +4,6 @@ the key sources it takes (passphrase, key file, ``PRIVML_STORE_KEY``)."""
 
 from privml.store._keys import ENV_KEY, key_from_env, key_from_file
 from privml.store._local import LocalStore
+from privml.store._url import load, save
 
-__all__ = ["ENV_KEY", "LocalStore", "key_from_env", "key_from_file"]
+__all__ = ["ENV_KEY", "LocalStore", "key_from_env", "key_from_file", "load", "save"]
