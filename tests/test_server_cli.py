@@ -189,6 +189,26 @@ def test_server_runs_two_rounds_with_two_client_processes(tmp_path: Path, procs:
     assert set(params) and spec.to_json()
     for client in procs[1:]:
         assert client.p.wait(30) == 0, (tmp_path / "client-0.log").read_text()
+    _check_sealed_client_store(paths.client("client-0")[1])
+
+
+def _check_sealed_client_store(tls_key: Path) -> None:
+    """Each client kept its partition and its model copy sealed beside its TLS key."""
+    from privml import params as pm
+    from privml.store import LocalStore, key_from_file
+    from privml.store._url import _decode
+
+    key = key_from_file(tls_key.with_name(f"{tls_key.stem}.store.key"))
+    assert tls_key.with_name(f"{tls_key.stem}.store.key").stat().st_mode & 0o077 == 0
+    with LocalStore(tls_key.with_name(f"{tls_key.stem}.store"), key=key, create=False) as st:
+        names = set(st.list())
+        assert {"model", "partition/train/x", "partition/train/y", "partition/eval/x",
+                "partition/eval/y"} <= names
+        assert 1 <= len(st.versions("model")) <= 2  # older copies pruned
+        assert pm.decode(st.get("model"))
+        x = _decode(st.get("partition/train/x"))
+        sealed = b"".join(p.read_bytes() for p in (st.path / "objects").glob("*.seal"))
+        assert x[0].tobytes()[:64] not in sealed  # no plaintext row on disk
 
 
 def test_insecure_dev_server_stops_on_admin_request(tmp_path: Path, procs: list[Proc]) -> None:

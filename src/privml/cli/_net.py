@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,6 +32,15 @@ def client_cmd(
     verbose: Annotated[bool, typer.Option(help="Log each request.")] = False,
     threads: Annotated[int, typer.Option(help="Torch threads (small models train fastest "
                                          "on one; many clients share few cores).")] = 1,
+    store: Annotated[Path | None, typer.Option(
+        help="Sealed store for this client's partition and model copy (default: NAME.store "
+        "beside --key NAME.key).", show_default=False)] = None,
+    store_key_file: Annotated[Path | None, typer.Option(
+        help="The store's key file (default: PRIVML_STORE_KEY, else NAME.store.key made "
+        "beside --key, as well protected as the TLS key).", show_default=False)] = None,
+    sealed: Annotated[bool, typer.Option(
+        help="Keep the partition and the model sealed at rest (--no-sealed: memory only).")]
+    = True,
 ) -> None:
     """Enrol, then train locally whenever the coordinator asks, until the run ends."""
     import numpy as np
@@ -63,11 +72,59 @@ def client_cmd(
     n_eval = round(holdout * len(order))
     evaluation = ClientData(data.x, data.y, np.sort(order[:n_eval]))
     data = ClientData(data.x, data.y, np.sort(order[n_eval:]))
-    with FederatedClient(server, ca=ca, cert=cert, key=key, data=data,
-                         eval_data=evaluation) as client:
-        report = client.run()
+    local = None
+    if sealed:
+        local = _sealed_store(store or key.with_name(f"{key.stem}.store"), store_key_file,
+                              key.with_name(f"{key.stem}.store.key"))
+        data, evaluation = _seal_partition(local, data, evaluation)
+    try:
+        with FederatedClient(server, ca=ca, cert=cert, key=key, data=data,
+                             eval_data=evaluation) as client:
+            client.model_store = local
+            report = client.run()
+    finally:
+        if local is not None:
+            local.close()
     out.print(f"{report.client_id}: trained {len(report.rounds_trained)} rounds, evaluated "
               f"{len(report.rounds_evaluated)}, {report.retries} retries, "
               f"{len(report.refused)} refused")
     if report.refused:
         err.print(f"refused: {', '.join(report.refused)}")
+
+
+def _sealed_store(path: Path, key_file: Path | None, default_key: Path) -> Any:
+    """The client's store. Key: ``key_file``, else PRIVML_STORE_KEY, else ``default_key``
+    beside the client's TLS key (made on first use, mode 0600): like the TLS key, it stops
+    someone who copies the store alone, not a thief with the whole disk (use a passphrase
+    store or the OS keyring for that)."""
+    import os
+    import secrets
+
+    from privml.store import ENV_KEY, LocalStore, key_from_file
+
+    if key_file is None and not os.environ.get(ENV_KEY):
+        key_file = default_key
+        if not key_file.exists():
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+    return LocalStore(path, key=None if key_file is None else key_from_file(key_file))
+
+
+def _seal_partition(local: Any, data: Any, evaluation: Any) -> tuple[Any, Any]:
+    """Seal this client's rows (training and held-out) and train from what opens back."""
+    import numpy as np
+
+    from privml.data import ClientData
+    from privml.store._url import _decode, _encode
+
+    out = []
+    for label, part in (("train", data), ("eval", evaluation)):
+        x, y = part.take(slice(None))
+        for field, arr in (("x", x), ("y", y)):
+            local.put(f"partition/{label}/{field}", _encode(np.ascontiguousarray(arr)))
+            local.prune(f"partition/{label}/{field}", keep=1)
+        xs = _decode(local.get(f"partition/{label}/x"))
+        ys = _decode(local.get(f"partition/{label}/y"))
+        out.append(ClientData(xs, ys, np.arange(len(ys), dtype=np.int64)))
+    return out[0], out[1]

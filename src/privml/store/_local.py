@@ -212,6 +212,30 @@ class LocalStore:
             (self.path / "objects" / f).unlink(missing_ok=True)
         return len(files)
 
+    def prune(self, name: str, *, keep: int = 1) -> int:
+        """Delete all but the newest ``keep`` complete versions of ``name``; returns how
+        many went."""
+        if keep < 1:
+            raise ConfigError("keep must be >= 1")
+        old = self.versions(name)[:-keep]
+        if not old:
+            return 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            marks = ",".join("?" * len(old))
+            files = [r[0] for r in self._db.execute(
+                f"SELECT file FROM records WHERE name=? AND version IN ({marks})",
+                (name, *old)).fetchall()]
+            self._db.execute(f"DELETE FROM records WHERE name=? AND version IN ({marks})",
+                             (name, *old))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        for f in files:
+            (self.path / "objects" / f).unlink(missing_ok=True)
+        return len(files)
+
     def rotate_key(self, new_key: bytes | str) -> None:
         """Re-wrap every data key (and the key check) under ``new_key``, in one transaction;
         the sealed values are not rewritten. A passphrase gets a fresh salt."""

@@ -72,6 +72,7 @@ class FederatedClient:
         self._model: Any = None
         self.report = ClientReport()
         self.insecure_dp_seed: int | None = None  # fixes DP-SGD noise: tests only
+        self.model_store: Any = None  # a LocalStore: each global model received is sealed
         self._given_up: set[tuple[str, int]] = set()  # (run, round) this client won't train
 
     def close(self) -> None:
@@ -118,6 +119,9 @@ class FederatedClient:
             self._model = build_torch(spec)
         self._params = pm.decode(resp.content)
         self._etag = resp.headers.get("etag", "").strip('"')
+        if self.model_store is not None:  # the client's copy of the model, sealed at rest
+            self.model_store.put("model", resp.content)
+            self.model_store.prune("model", keep=2)
 
     def _train(self, task: dict[str, Any]) -> None:
         self._fetch_model()
