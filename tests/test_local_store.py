@@ -274,3 +274,16 @@ def test_a_200_mb_value_round_trips_in_bounded_memory(tmp_path: Path) -> None:
     n, same, grew_mb = out.split()
     assert int(n) == 200 << 20 and same == "True"
     assert int(grew_mb) < 64  # the value is 200 MB; memory grew by a few segments at most
+
+
+def test_raw_key_files_may_hold_any_bytes(tmp_path: Path) -> None:
+    """A raw 32-byte key that begins and ends with whitespace bytes is still that key."""
+    import base64
+
+    from privml.store import key_from_file
+
+    raw = b"\n \t" + os.urandom(26) + b" \r\n"
+    (tmp_path / "raw.key").write_bytes(raw)
+    assert key_from_file(tmp_path / "raw.key") == raw
+    (tmp_path / "b64.key").write_text(base64.b64encode(raw).decode() + "\n")
+    assert key_from_file(tmp_path / "b64.key") == raw

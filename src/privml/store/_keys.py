@@ -69,11 +69,10 @@ class Kdf:
 
 
 def _key_bytes(raw: bytes, where: str) -> bytes:
-    raw = raw.strip()
-    if len(raw) == 32:
+    if len(raw) == 32:  # raw key bytes (any of which may look like whitespace)
         return raw
     try:
-        key = base64.b64decode(raw, validate=True)
+        key = base64.b64decode(raw.strip(), validate=True)
     except (binascii.Error, ValueError):
         key = b""
     if len(key) != 32:
