@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -196,12 +197,17 @@ def test_every_command_has_help(command: list[str]) -> None:
 def test_no_key_material_reaches_any_log(demo_run: DemoRun) -> None:
     """Every log line of a full demo run is scanned for private-key material."""
     fed = demo_run.out / "federation"
-    keys = sorted(fed.rglob("*.key"))
+    keys = sorted(k for k in fed.rglob("*.key") if not k.name.endswith(".store.key"))
     assert len(keys) == 2 + 8  # CA, server and eight clients
     secrets = {"PRIVATE KEY"}
     for key in keys:
         body = [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
         secrets.update(body)  # every base64 line of every key
+    store_keys = sorted(fed.rglob("*.store.key"))  # each client's sealed-store key (raw)
+    assert len(store_keys) == 8
+    for key in store_keys:
+        raw = key.read_bytes()
+        secrets.update({raw.hex(), base64.b64encode(raw).decode()})
     logs = [demo_run.stdout, demo_run.stderr]
     logs += [p.read_text(errors="replace") for p in (demo_run.out / "logs").glob("*.log")]
     assert len(logs) == 2 + 8
