@@ -45,15 +45,20 @@ def _open(store: Path | None, key_file: Path | None, passphrase_env: str | None,
     if key_file is not None:
         key = key_from_file(key_file)
     elif passphrase_env is not None:
-        key = os.environ.get(passphrase_env, "")
-        if not key:
-            raise ConfigError(f"the environment variable {passphrase_env} is empty or unset")
+        key = _env_secret(passphrase_env)
     elif os.environ.get(ENV_KEY):
         key = None
     else:
         key = typer.prompt("Store passphrase", hide_input=True,
                            confirmation_prompt=confirm)
     return LocalStore(path, key=key, create=create)
+
+
+def _env_secret(variable: str) -> str:
+    value = os.environ.get(variable, "")
+    if not value:
+        raise ConfigError(f"the environment variable {variable} is empty or unset")
+    return value
 
 
 @store_app.command("init")
@@ -153,9 +158,7 @@ def rotate_cmd(store: StoreOpt = None, key_file: KeyFileOpt = None,
         if new_key_file is not None:
             new = key_from_file(new_key_file)
         elif new_passphrase_env is not None:
-            new = os.environ.get(new_passphrase_env, "")
-            if not new:
-                raise ConfigError(f"the environment variable {new_passphrase_env} is empty")
+            new = _env_secret(new_passphrase_env)
         else:
             new = typer.prompt("New passphrase", hide_input=True, confirmation_prompt=True)
         st.rotate_key(new)

@@ -22,7 +22,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO
@@ -198,19 +198,7 @@ class LocalStore:
 
     def delete(self, name: str) -> int:
         """Remove every version of ``name``; returns how many there were."""
-        self._check_name(name)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            files = [r[0] for r in self._db.execute(
-                "SELECT file FROM records WHERE name=?", (name,)).fetchall()]
-            self._db.execute("DELETE FROM records WHERE name=?", (name,))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        for f in files:
-            (self.path / "objects" / f).unlink(missing_ok=True)
-        return len(files)
+        return self._drop(self._check_name(name), None)
 
     def prune(self, name: str, *, keep: int = 1) -> int:
         """Delete all but the newest ``keep`` complete versions of ``name``; returns how
@@ -218,16 +206,19 @@ class LocalStore:
         if keep < 1:
             raise ConfigError("keep must be >= 1")
         old = self.versions(name)[:-keep]
-        if not old:
-            return 0
+        return self._drop(name, old) if old else 0
+
+    def _drop(self, name: str, versions: Sequence[int] | None) -> int:
+        """Delete the rows (all of ``name``'s, or those ``versions``) in one transaction,
+        then their files."""
+        where = "name=?" if versions is None else \
+            f"name=? AND version IN ({','.join('?' * len(versions))})"
+        args = (name,) if versions is None else (name, *versions)
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            marks = ",".join("?" * len(old))
             files = [r[0] for r in self._db.execute(
-                f"SELECT file FROM records WHERE name=? AND version IN ({marks})",
-                (name, *old)).fetchall()]
-            self._db.execute(f"DELETE FROM records WHERE name=? AND version IN ({marks})",
-                             (name, *old))
+                f"SELECT file FROM records WHERE {where}", args).fetchall()]
+            self._db.execute(f"DELETE FROM records WHERE {where}", args)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
