@@ -67,6 +67,8 @@ def test_bad_urls_and_objects_are_refused(tmp_path: Path) -> None:
         privml.load("http://127.0.0.1:1/v1/model")
     with pytest.raises(ConfigError, match="cannot save"):
         privml.save(_params(), "s3://bucket/x")
+    with pytest.raises(ConfigError, match="not a passphrase"):
+        privml.save(_params(), f"file://{tmp_path / 'x.sealed'}", key="a passphrase")
     with pytest.raises(ConfigError, match="cannot save a"):
         privml.save(object(), "local://x")
     with pytest.raises(ConfigError, match="no record"):

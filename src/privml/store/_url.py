@@ -84,7 +84,10 @@ def _decode(data: bytes) -> Any:
     raise DataError(f"unknown value kind {kind}")
 
 
-def _key(key: bytes | None) -> bytes:
+def _key(key: bytes | str | None) -> bytes:
+    if isinstance(key, str):  # never fall back silently to another key
+        raise ConfigError("file:// values take a 32-byte key, not a passphrase (use "
+                          "local:// for a passphrase-protected store)")
     key = key if key is not None else key_from_env()
     if key is None or len(key) != 32:
         raise ConfigError("file:// values need a 32-byte key (key=, or PRIVML_STORE_KEY)")
@@ -118,7 +121,7 @@ def save(obj: Any, url: str, *, key: bytes | str | None = None,
         with LocalStore(store or privml_home() / "store", key=key) as st:
             return f"local://{name}@{st.put(name, data)}"
     if url.startswith("file://"):
-        kek = _key(key if isinstance(key, bytes) or key is None else None)
+        kek = _key(key)
         path = _file_path(url)
         header = FILE_MAGIC + bytes([_VERSION])
         data_key = secrets.token_bytes(32)
@@ -148,7 +151,7 @@ def load(url: str, *, key: bytes | str | None = None, store: Path | str | None =
             except KeyError:
                 raise ConfigError(f"no record {url!r}") from None
     if url.startswith("file://"):
-        kek = _key(key if isinstance(key, bytes) or key is None else None)
+        kek = _key(key)
         try:
             fh = open(_file_path(url), "rb")  # noqa: SIM115
         except OSError as exc:
