@@ -67,6 +67,10 @@ def test_a_tampered_record_writes_no_output(env: Path) -> None:
     dst = env / "out.bin"
     code, text = _run("store", "get", "v", "-o", str(dst), *k)
     assert code == 2 and "integrity" in text and not dst.exists()
+    assert sorted(p.name for p in env.iterdir()) == ["home", "v.bin"]  # no temporary left
+    dst.write_bytes(b"kept")  # an existing output is left as it was
+    assert _run("store", "get", "v", "-o", str(dst), *k)[0] == 2
+    assert dst.read_bytes() == b"kept"
 
 
 def test_store_refusals_are_one_line(env: Path) -> None:

@@ -99,21 +99,33 @@ def get_cmd(name: NameArg,
                                                         show_default=False)] = None,
             store: StoreOpt = None, key_file: KeyFileOpt = None,
             passphrase_env: PassEnvOpt = None) -> None:
-    """Open NAME and write its plaintext. Nothing is written if it fails its check."""
-    with _open(store, key_file, passphrase_env) as st:
+    """Open NAME and write its plaintext. Nothing is written if it fails its check: the
+    value is streamed to a temporary file (bounded memory) that replaces OUTPUT, or is
+    copied to stdout, only once every segment has opened."""
+    import shutil
+    import tempfile
+
+    to_stdout = str(output) == "-"
+    with _open(store, key_file, passphrase_env) as st, \
+            tempfile.NamedTemporaryFile(dir=None if to_stdout else output.parent or None,
+                                        prefix=f".{output.name}.", suffix=".tmp",
+                                        delete=False) as tmp:
         try:
-            pieces = st.open(name, version)
-            data = b"".join(pieces)  # only a value that opened in full is written
-        except KeyError:
-            raise ConfigError(f"no record {name!r}"
-                              + ("" if version is None else f" version {version}")) from None
-    if str(output) == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, output)
+            try:
+                for piece in st.open(name, version, views=True):
+                    tmp.write(piece)
+            except KeyError:
+                raise ConfigError(f"no record {name!r}" + (
+                    "" if version is None else f" version {version}")) from None
+            tmp.flush()
+            if to_stdout:
+                tmp.seek(0)
+                shutil.copyfileobj(tmp, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                os.replace(tmp.name, output)
+        finally:
+            Path(tmp.name).unlink(missing_ok=True)
 
 
 @store_app.command("ls")

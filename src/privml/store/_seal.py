@@ -32,11 +32,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from privml._exceptions import ConfigError, IntegrityError
 
-__all__ = ["HEADER_SIZE", "MAGIC", "SEGMENT_SIZE", "TAG", "open_stream", "seal_stream"]
+__all__ = ["HEADER_SIZE", "MAGIC", "SEGMENT_SIZE", "TAG", "open_stream", "open_views",
+           "seal_stream"]
 
 MAGIC = b"PMSEAL"
 VERSION = 1
 SEGMENT_SIZE = 1 << 20  # 1 MiB of plaintext per segment
+MAX_SEGMENT = 1 << 26  # a header claiming more is refused before anything is allocated
 TAG = 16
 _HEAD = struct.Struct(">6sBI7s")
 HEADER_SIZE = _HEAD.size
@@ -55,11 +57,12 @@ def _nonce(prefix: bytes, i: int, last: bool) -> bytes:
 
 
 def _chunks(data: bytes | BinaryIO | Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Exactly ``size``-byte chunks (the last one shorter, possibly empty)."""
+    """Exactly ``size``-byte chunks (the last one shorter, possibly empty); pieces that
+    already have the right size are passed on without a copy."""
     if isinstance(data, bytes | bytearray | memoryview):
         view = memoryview(data)
         for at in range(0, len(view), size):
-            yield bytes(view[at:at + size])
+            yield view[at:at + size]  # type: ignore[misc]
         return
     if hasattr(data, "read"):
         source: Iterable[bytes] = iter(lambda: data.read(size), b"")
@@ -67,6 +70,9 @@ def _chunks(data: bytes | BinaryIO | Iterable[bytes], size: int) -> Iterator[byt
         source = data
     buf = bytearray()
     for piece in source:
+        if not buf and len(piece) == size:
+            yield piece
+            continue
         buf += piece
         while len(buf) >= size:
             yield bytes(buf[:size])
@@ -77,9 +83,10 @@ def _chunks(data: bytes | BinaryIO | Iterable[bytes], size: int) -> Iterator[byt
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    """AES-GCM in ``cryptography`` releases the GIL: segments are sealed and opened on every
-    core, a bounded window of them in flight, and written or yielded in order."""
-    return ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="privml-seal")
+    """AES-GCM in ``cryptography`` releases the GIL: segments are sealed and opened on other
+    threads while this one reads and writes, a bounded window of them in flight, and
+    written or yielded in order."""
+    return ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="privml-seal")
 
 
 _WINDOW = 8  # segments in flight: memory stays at a few segments whatever the value's size
@@ -88,64 +95,119 @@ _WINDOW = 8  # segments in flight: memory stays at a few segments whatever the v
 def seal_stream(data: bytes | BinaryIO | Iterable[bytes], out: BinaryIO, *, key: bytes,
                 aad: bytes, segment_size: int = SEGMENT_SIZE) -> int:
     """Seal ``data`` (bytes, a binary file or an iterable of byte strings) into ``out``;
-    returns the plaintext length. Holds a few segments in memory at a time."""
-    if not 1 <= segment_size < 1 << 31:
-        raise ConfigError(f"segment_size must be in [1, 2^31), got {segment_size}")
+    returns the plaintext length. Holds a few segments in memory at a time: each is
+    encrypted into one of ``_WINDOW`` reused buffers on a worker thread while this thread
+    writes the ones before it."""
+    if not 1 <= segment_size <= MAX_SEGMENT:
+        raise ConfigError(f"segment_size must be in [1, {MAX_SEGMENT}], got {segment_size}")
     aead = _key(key)
     prefix = os.urandom(7)
     header = _HEAD.pack(MAGIC, VERSION, segment_size, prefix)
     out.write(header)
     bound = header + aad
-    flight: deque[Future[bytes]] = deque()
+    slots: list[bytearray] = []  # made as needed: a small value never allocates a segment
+    flight: deque[tuple[Future[int], bytearray, int]] = deque()
+
+    def encrypt(nonce: bytes, chunk: bytes, slot: bytearray) -> int:
+        return aead.encrypt_into(nonce, chunk, bound, memoryview(slot)[:len(chunk) + TAG])
+
+    def drain(keep: int) -> None:
+        while len(flight) > keep:
+            fut, slot, n = flight.popleft()
+            fut.result()
+            out.write(memoryview(slot)[:n])
+            slots.append(slot)
 
     def submit(i: int, chunk: bytes, last: bool) -> None:
-        flight.append(_pool().submit(aead.encrypt, _nonce(prefix, i, last), chunk, bound))
-        while len(flight) > (_WINDOW if not last else 0):
-            out.write(flight.popleft().result())
+        drain(_WINDOW - 1)
+        slot = slots.pop() if slots and len(slots[-1]) >= len(chunk) + TAG else \
+            bytearray(len(chunk) + TAG)
+        flight.append((_pool().submit(encrypt, _nonce(prefix, i, last), chunk, slot), slot,
+                       len(chunk) + TAG))
 
     total, i, pending = 0, 0, None
-    for chunk in _chunks(data, segment_size):
-        if pending is not None:  # a full segment with more to come
-            submit(i, pending, False)
-            i += 1
-        pending = chunk
-        total += len(chunk)
-    submit(i, pending or b"", True)
+    try:
+        for chunk in _chunks(data, segment_size):
+            if pending is not None:  # a full segment with more to come
+                submit(i, pending, False)
+                i += 1
+            pending = chunk
+            total += len(chunk)
+        submit(i, pending if pending is not None else b"", True)
+        drain(0)
+    finally:
+        for fut, _, _ in flight:
+            fut.cancel()
+        for fut, _, _ in flight:  # never leave a worker writing into a dropped slot
+            if not fut.cancelled():
+                fut.exception()
     return total
 
 
 def open_stream(src: BinaryIO, *, key: bytes, aad: bytes) -> Iterator[bytes]:
-    """The plaintext of a sealed value, a segment at a time; :class:`IntegrityError` for a
-    wrong key, wrong ``aad``, flipped byte, truncation, reordering or trailing bytes."""
+    """The plaintext of a sealed value, a segment at a time (each piece its own bytes);
+    :class:`IntegrityError` for a wrong key, wrong ``aad``, flipped byte, truncation,
+    reordering or trailing bytes."""
+    for view in open_views(src, key=key, aad=aad):
+        yield bytes(view)
+
+
+def open_views(src: BinaryIO, *, key: bytes, aad: bytes) -> Iterator[memoryview]:
+    """Like :func:`open_stream`, without an allocation per segment: each piece is a view of
+    a reused buffer, **valid only until the next one is asked for** (copy it to keep it).
+    Ciphertext is read into reused buffers and decrypted into others on worker threads
+    while this one reads ahead; nothing is yielded before its tag is checked."""
     aead = _key(key)
     header = src.read(HEADER_SIZE)
     if len(header) != HEADER_SIZE:
         raise IntegrityError()
     magic, version, size, prefix = _HEAD.unpack(header)
-    if magic != MAGIC or version != VERSION or not 1 <= size < 1 << 31:
+    if magic != MAGIC or version != VERSION or not 1 <= size <= MAX_SEGMENT:
         raise IntegrityError()
     bound = header + aad
+    sealed: list[bytearray] = []  # free buffers, made as needed
+    plain: list[bytearray] = []
 
-    def decrypt(i: int, block: bytes, last: bool) -> bytes:
+    def decrypt(i: int, block: memoryview, last: bool, into: bytearray) -> memoryview:
         if len(block) < TAG or (not last and len(block) != size + TAG):
             raise IntegrityError()
+        out = memoryview(into)[:len(block) - TAG]
         try:
-            return aead.decrypt(_nonce(prefix, i, last), block, bound)
+            aead.decrypt_into(_nonce(prefix, i, last), block, bound, out)
         except InvalidTag:
             raise IntegrityError() from None
+        return out
 
-    flight: deque[Future[bytes]] = deque()
-    i, block = 0, src.read(size + TAG)
+    def read() -> tuple[bytearray, memoryview]:
+        slot = sealed.pop() if sealed else bytearray(size + TAG)
+        view, n = memoryview(slot), 0
+        while n < len(view) and (got := src.readinto(view[n:])):  # type: ignore[attr-defined]
+            n += got
+        return slot, view[:n]
+
+    flight: deque[tuple[Future[memoryview], bytearray, bytearray]] = deque()
+    i, (slot, block) = 0, read()
     try:
         while True:
-            nxt = src.read(size + TAG) if len(block) == size + TAG else b""
-            last = not nxt
-            flight.append(_pool().submit(decrypt, i, block, last))
+            if len(block) == size + TAG:
+                nxt_slot, nxt = read()
+            else:
+                nxt_slot, nxt = slot, memoryview(b"")
+            last = len(nxt) == 0
+            into = plain.pop() if plain else bytearray(size)
+            flight.append((_pool().submit(decrypt, i, block, last, into), slot, into))
             while flight and (len(flight) > _WINDOW or last):
-                yield flight.popleft().result()
+                fut, done, out = flight.popleft()
+                view = fut.result()
+                sealed.append(done)
+                yield view
+                plain.append(out)  # the caller has asked for the next piece
             if last:
                 return
-            block, i = nxt, i + 1
+            slot, block, i = nxt_slot, nxt, i + 1
     finally:
-        for f in flight:
-            f.cancel()
+        for fut, _, _ in flight:
+            fut.cancel()
+        for fut, _, _ in flight:  # never leave a worker using a dropped buffer
+            if not fut.cancelled():
+                fut.exception()
