@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from typer.testing import CliRunner, Result
 
+import privml
 from privml.cli import app
 from privml.transport._tokens import TokenStore, default_tokens_path
 from privml.transport.tls import client_ssl_context, init_federation, issue_client
@@ -161,11 +163,17 @@ def test_server_runs_two_rounds_with_two_client_processes(tmp_path: Path, procs:
     for i in range(2):
         issue_client(paths.dir, f"client-{i}")
     admin = TokenStore(default_tokens_path(paths.dir)).create("admin")
+    np.save(tmp_path / "eval.npy", np.arange(6.0).reshape(2, 3))
     server = Proc(_server_args(paths.dir, "--rounds", "2", "--clients-per-round", "2",
-                               *secagg), log=tmp_path / "server.log")
+                               "--share", f"eval={tmp_path / 'eval.npy'}", *secagg),
+                  log=tmp_path / "server.log")
     procs.append(server)
     run_id = server.wait_for(r"^run ([0-9a-f]{32})$", timeout=60).group(1)
     device = server.wait_for(r"device port \(mTLS\): (https://\S+)").group(1)
+    cert0, key0 = paths.client("client-0")  # a shared dataset, over mutual TLS
+    shared = privml.load(f"{device}/v1/data/eval",
+                         tls={"ca": paths.ca_cert, "cert": cert0, "key": key0})
+    np.testing.assert_array_equal(shared, np.arange(6.0).reshape(2, 3))
     web = server.wait_for(r"web port \(tokens\): (https://\S+)").group(1)
     with httpx.Client(verify=client_ssl_context(paths.ca_cert), timeout=10) as h:
         r = h.get(f"{web}/v1/admin/status", headers={**HDR, "Authorization": f"Bearer {admin}"})
@@ -196,7 +204,7 @@ def _check_sealed_client_store(tls_key: Path) -> None:
     """Each client kept its partition and its model copy sealed beside its TLS key."""
     from privml import params as pm
     from privml.store import LocalStore, key_from_file
-    from privml.store._url import _decode
+    from privml.store._url import decode_value
 
     key = key_from_file(tls_key.with_name(f"{tls_key.stem}.store.key"))
     assert tls_key.with_name(f"{tls_key.stem}.store.key").stat().st_mode & 0o077 == 0
@@ -206,7 +214,7 @@ def _check_sealed_client_store(tls_key: Path) -> None:
                 "partition/eval/y"} <= names
         assert 1 <= len(st.versions("model")) <= 2  # older copies pruned
         assert pm.decode(st.get("model"))
-        x = _decode(st.get("partition/train/x"))
+        x = decode_value(st.get("partition/train/x"))
         sealed = b"".join(p.read_bytes() for p in (st.path / "objects").glob("*.seal"))
         assert x[0].tobytes()[:64] not in sealed  # no plaintext row on disk
 
@@ -268,5 +276,10 @@ def test_server_refuses_a_busy_port_and_bad_run_settings(tmp_path: Path) -> None
     _refused(runner.invoke(app, [*base, "--device-port", "0", "--rounds", "1",
                                  "--clients-per-round", "500", "--secagg",
                                  "--secagg-clip", "1e9"]), "wrap")
+    (tmp_path / "x.pkl").write_bytes(b"\x80\x04N.")
+    for share, needle in (("eval", "NAME=FILE"), (f"eval={tmp_path / 'none.npy'}", "cannot read"),
+                          (f"eval={tmp_path / 'x.pkl'}", ".npy, .parquet or .csv")):
+        _refused(runner.invoke(app, [*base, "--device-port", "0", "--rounds", "1",
+                                     "--clients-per-round", "1", "--share", share]), needle)
     for half in (["--rounds", "1"], ["--clients-per-round", "1"]):  # a run needs both
         _refused(runner.invoke(app, [*base, "--device-port", "0", *half]), "give both")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,58 @@ def test_store_refusals_are_one_line(env: Path) -> None:
     bad.write_text("too short")
     code, text = _run("store", "init", "--key-file", str(bad))
     assert code == 2 and "32 bytes" in text
+
+
+@pytest.fixture()
+def file_keyring(env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """keyrings.alt's PlaintextKeyring in a temporary folder: the real ``keyring`` code path,
+    with a backend that works without a desktop session."""
+    import keyring
+    from keyrings.alt.file import PlaintextKeyring
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(env / "xdg"))
+    before = keyring.get_keyring()
+    keyring.set_keyring(PlaintextKeyring())
+    yield env / "xdg"
+    keyring.set_keyring(before)
+
+
+def test_store_keys_kept_in_the_os_keyring(file_keyring: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    src = file_keyring.parent / "v.bin"
+    src.write_bytes(os.urandom(100_000))
+    # a plain-file backend is no OS keyring: refused unless accepted explicitly
+    code, text = _run("store", "init", "--keyring", "team")
+    assert code == 2 and "not an OS keyring" in text and "PRIVML_KEYRING_INSECURE_OK" in text
+    monkeypatch.setenv("PRIVML_KEYRING_INSECURE_OK", "1")
+    assert _run("store", "init", "--keyring", "team")[0] == 0  # makes the key
+    assert _run("store", "put", "v", str(src), "--keyring", "team")[0] == 0
+    code, text = _run("store", "ls", "--keyring", "other")
+    assert code == 2 and "no key 'other'" in text  # only init makes a key
+    assert _run("store", "rotate-key", "--keyring", "team", "--new-keyring", "team2")[0] == 0
+    code, text = _run("store", "ls", "--keyring", "team")
+    assert code == 2 and "integrity" in text
+    dst = file_keyring.parent / "back.bin"
+    assert _run("store", "get", "v", "-o", str(dst), "--keyring", "team2")[0] == 0
+    assert dst.read_bytes() == src.read_bytes()
+    import keyring
+
+    b64 = keyring.get_password("privml", "team2")
+    assert b64 is not None  # the key lives in the keyring, and nowhere beside the store
+    for p in (file_keyring.parent / "home" / "store").rglob("*"):
+        if p.is_file():
+            assert b64.encode() not in p.read_bytes()
+            assert base64.b64decode(b64) not in p.read_bytes()
+
+
+def test_no_keyring_backend_is_a_clear_refusal(env: Path) -> None:
+    import keyring
+    from keyring.backends.fail import Keyring as NoBackend
+
+    before = keyring.get_keyring()
+    keyring.set_keyring(NoBackend())
+    try:
+        code, text = _run("store", "init", "--keyring", "team")
+    finally:
+        keyring.set_keyring(before)
+    assert code == 2 and "no OS keyring" in text

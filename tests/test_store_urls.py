@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 import privml
-from privml import ConfigError, IntegrityError
+from privml import ConfigError, DataError, IntegrityError
+from privml.store._url import encode_value
 
 KEY = os.urandom(32)
 
@@ -104,6 +105,40 @@ def test_https_load_from_a_coordinator_checks_the_etag(tmp_path: Path) -> None:
         got = privml.load(f"{srv.url}/v1/model", tls=tls)
         for k in initial:
             np.testing.assert_array_equal(got[k], initial[k])  # type: ignore[index]
+        # datasets the coordinator shares: an array and a table, checked the same way
+        frame = pd.DataFrame({"age": [31, 47], "city": ["Lyon", "Oslo"]})
+        state.share("eval-x", encode_value(np.arange(12, dtype=np.float32).reshape(3, 4)))
+        state.share("eval-meta", encode_value(frame))
+        np.testing.assert_array_equal(privml.load(f"{srv.url}/v1/data/eval-x", tls=tls),
+                                      np.arange(12, dtype=np.float32).reshape(3, 4))
+        pd.testing.assert_frame_equal(privml.load(f"{srv.url}/v1/data/eval-meta", tls=tls),
+                                      frame)
+        with pytest.raises(DataError, match="404"):
+            privml.load(f"{srv.url}/v1/data/missing", tls=tls)
+        with pytest.raises(ConfigError, match="needs tls"):
+            privml.load(f"{srv.url}/v1/data/eval-x")
+        digest, body = state.shared["eval-x"]
+        state.shared["eval-x"] = (digest, body[:-1] + bytes([body[-1] ^ 1]))
+        with pytest.raises(IntegrityError):
+            privml.load(f"{srv.url}/v1/data/eval-x", tls=tls)
         coord.etag = "0" * 64  # the bytes no longer match what the server claims
         with pytest.raises(IntegrityError):
             privml.load(f"{srv.url}/v1/model", tls=tls)
+    with pytest.raises(ConfigError, match="dataset name"):
+        state.share("../etc", b"")
+
+
+def test_dataset_files_a_coordinator_shares(tmp_path: Path) -> None:
+    from privml.store._url import decode_value, read_data_file
+
+    np.save(tmp_path / "a.npy", np.eye(3))
+    pd.DataFrame({"x": [1, 2]}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame({"y": [0.5]}).to_parquet(tmp_path / "t.parquet")
+    np.testing.assert_array_equal(decode_value(read_data_file(tmp_path / "a.npy")), np.eye(3))
+    assert decode_value(read_data_file(tmp_path / "t.csv"))["x"].tolist() == [1, 2]
+    assert decode_value(read_data_file(tmp_path / "t.parquet"))["y"].tolist() == [0.5]
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ConfigError, match="cannot read"):  # a pickled array is never loaded
+        read_data_file(tmp_path / "o.npy")
+    with pytest.raises(ConfigError, match=r"\.npy, \.parquet or \.csv"):
+        read_data_file(tmp_path / "x.pkl")

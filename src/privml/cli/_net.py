@@ -116,15 +116,15 @@ def _seal_partition(local: Any, data: Any, evaluation: Any) -> tuple[Any, Any]:
     import numpy as np
 
     from privml.data import ClientData
-    from privml.store._url import _decode, _encode
+    from privml.store._url import decode_value, encode_value
 
     out = []
     for label, part in (("train", data), ("eval", evaluation)):
         x, y = part.take(slice(None))
         for field, arr in (("x", x), ("y", y)):
-            local.put(f"partition/{label}/{field}", _encode(np.ascontiguousarray(arr)))
+            local.put(f"partition/{label}/{field}", encode_value(np.ascontiguousarray(arr)))
             local.prune(f"partition/{label}/{field}", keep=1)
-        xs = _decode(local.get(f"partition/{label}/x"))
-        ys = _decode(local.get(f"partition/{label}/y"))
+        xs = decode_value(local.get(f"partition/{label}/x"))
+        ys = decode_value(local.get(f"partition/{label}/y"))
         out.append(ClientData(xs, ys, np.arange(len(ys), dtype=np.int64)))
     return out[0], out[1]

@@ -324,6 +324,17 @@ def _serve(paths: FederationPaths, out_dir: Path, host: str, ports: tuple[int, i
         out.print("stopped by an admin before any run", highlight=False)
 
 
+def _share(state: ServerState, shares: list[str]) -> None:
+    from privml.store._url import read_data_file
+
+    for item in shares:
+        name, sep, file = item.partition("=")
+        if not sep or not file:
+            raise ConfigError(f"--share takes NAME=FILE, got {item!r}")
+        state.share(name, read_data_file(file))
+        out.print(f"sharing {file} at /v1/data/{name}", highlight=False)
+
+
 @app.command("server")
 @guarded
 def server_cmd(
@@ -394,6 +405,10 @@ def server_cmd(
     resume: Annotated[str | None, typer.Option(
         help="Continue a run after a crash from DIR/server.db: a run id, or 'latest'.")]
     = None,
+    share: Annotated[list[str] | None, typer.Option(
+        metavar="NAME=FILE", help="Share a dataset (.npy, .parquet or .csv) with the clients "
+        "at /v1/data/NAME on the device port (privml.load('https://.../v1/data/NAME')). "
+        "Repeatable.", show_default=False)] = None,
 ) -> None:
     """Serve the coordinator: one run, or (idle, --keep-serving) runs an admin starts."""
     if not federation.is_dir():
@@ -434,6 +449,7 @@ def server_cmd(
         elif rounds is not None:
             coord = factory({"rounds": rounds, "clients_per_round": clients_per_round})
         state = ServerState(coord, Revocations(paths.revoked).is_revoked, store=store)
+        _share(state, share or [])
         if keep:
             state.new_run = factory
         elif coord is None:

@@ -3,10 +3,16 @@
 - a **passphrase**: scrypt (n = 2^15, r = 8, p = 1) with a random 16-byte salt; the
   parameters and salt are kept in the store, the key never is. It protects against anyone
   who takes the disk, as long as the passphrase is not on it.
+- the **OS keyring** (macOS Keychain, Windows Credential Locker, the Secret Service on
+  Linux), through the ``keyring`` package: a random 32-byte key under ("privml", NAME). It
+  is as safe as the user's login: a thief with the disk but not the login gets nothing.
+  A backend that keeps secrets in a plain file (``keyrings.alt``'s PlaintextKeyring, priority
+  below 1) is refused unless ``PRIVML_KEYRING_INSECURE_OK=1``: it is no better than a key
+  file.
 - a **key file** (32 raw bytes, or their base64) or the environment variable
   ``PRIVML_STORE_KEY`` (base64 of 32 random bytes): kept on the same disk, they stop someone
   who copies the store alone, not a thief who takes both. Keep such keys elsewhere (the OS
-  keyring, through the ``keyring`` package, or a passphrase).
+  keyring, or a passphrase).
 
 Restoring an old copy of the *whole* store (index and files together) cannot be detected
 without state kept somewhere else; each record is bound to its name and version, so a single
@@ -29,9 +35,12 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from privml._exceptions import ConfigError, IntegrityError
 
-__all__ = ["ENV_KEY", "Kdf", "key_from_env", "key_from_file", "unwrap", "wrap"]
+__all__ = ["ENV_KEY", "Kdf", "key_from_env", "key_from_file", "key_from_keyring", "unwrap",
+           "wrap"]
 
 ENV_KEY = "PRIVML_STORE_KEY"
+KEYRING_SERVICE = "privml"
+INSECURE_KEYRING_OK = "PRIVML_KEYRING_INSECURE_OK"
 WRAP_MAGIC = b"PMWK"
 WRAP_VERSION = 1
 
@@ -91,6 +100,41 @@ def key_from_file(path: Path | str) -> bytes:
 def key_from_env() -> bytes | None:
     value = os.environ.get(ENV_KEY)
     return None if value is None else _key_bytes(value.encode(), ENV_KEY)
+
+
+_NO_KEYRING = ("no OS keyring is available here: use a passphrase, or a key file kept off "
+               "this disk")
+
+
+def key_from_keyring(name: str, *, create: bool = False) -> bytes:
+    """The store key kept in the OS keyring under ("privml", ``name``); with ``create``, a
+    new random key is made and kept there if there is none yet."""
+    import keyring
+    from keyring.errors import KeyringError, NoKeyringError
+
+    if not isinstance(name, str) or not name:
+        raise ConfigError("a keyring entry needs a name")
+    backend = keyring.get_keyring()
+    if type(backend).__module__ == "keyring.backends.fail":
+        raise ConfigError(_NO_KEYRING)
+    if getattr(backend, "priority", 0) < 1 and os.environ.get(INSECURE_KEYRING_OK) != "1":
+        raise ConfigError(
+            f"the keyring backend {type(backend).__module__}.{type(backend).__name__} is "
+            "not an OS keyring (it keeps secrets no better than a key file); use a "
+            f"passphrase, or set {INSECURE_KEYRING_OK}=1 to accept it")
+    try:
+        value = keyring.get_password(KEYRING_SERVICE, name)
+        if value is None:
+            if not create:
+                raise ConfigError(f"no key {name!r} in the OS keyring (`privml store init "
+                                  f"--keyring {name}` makes one)")
+            value = base64.b64encode(os.urandom(32)).decode()
+            keyring.set_password(KEYRING_SERVICE, name, value)
+    except NoKeyringError:
+        raise ConfigError(_NO_KEYRING) from None
+    except KeyringError as exc:
+        raise ConfigError(f"the OS keyring refused: {exc}") from None
+    return _key_bytes(value.encode(), f"the keyring entry {name!r}")
 
 
 def wrap(kek: bytes, data_key: bytes, aad: bytes) -> bytes:

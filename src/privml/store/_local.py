@@ -17,6 +17,7 @@ key-encryption key in one transaction; the sealed files are untouched.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -45,12 +46,28 @@ _CHECK = b"privml store key check"
 _FORMAT = 1
 
 
+def _held(path: Path) -> bool:
+    """Whether a live process holds ``path``'s write lock (False if there is no file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 class LocalStore:
     """A sealed store in folder ``path``. ``key``: 32 bytes, or a passphrase (str); with
-    neither, ``PRIVML_STORE_KEY``. ``create``: make the store if it does not exist."""
+    neither, ``PRIVML_STORE_KEY``. ``create``: make the store if it does not exist.
+    ``recover``: clean up after writers that died (:meth:`recover`) on opening."""
 
     def __init__(self, path: Path | str, *, key: bytes | str | None = None,
-                 create: bool = True) -> None:
+                 create: bool = True, recover: bool = True) -> None:
         self.path = Path(path)
         index = self.path / "index.sqlite"
         if not index.exists() and not create:
@@ -61,6 +78,8 @@ class LocalStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._kek = self._open_or_init(key)
+        if recover:
+            self.recover()
 
     # ---- keys ----------------------------------------------------------------------------
     def _meta(self, k: str) -> bytes | None:
@@ -126,6 +145,32 @@ class LocalStore:
         """Seal ``data`` as the next version of ``name``; returns that version."""
         self._check_name(name)
         file = f"{secrets.token_hex(16)}.seal"
+        final = self.path / "objects" / file
+        tmp = final.with_suffix(".tmp")
+        # the temporary file exists and is locked before its row does, and stays locked
+        # (the lock follows the inode through the rename) until the row is complete:
+        # recovery takes an unlockable pending row for a dead writer's
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+            version = None
+            try:
+                version = self._reserve(name, file)
+                aad = self._aad(name, version)
+                data_key = secrets.token_bytes(32)
+                size = seal_stream(data, out, key=data_key, aad=aad)
+                out.flush()
+                os.fsync(out.fileno())
+                os.replace(tmp, final)
+                self._fsync_dir()
+                self._complete(name, version, wrap(self._kek, data_key, aad), size)
+            except BaseException:
+                self._abandon(name, version, (tmp, final))
+                raise
+        return version
+
+    def _reserve(self, name: str, file: str) -> int:
+        """The next version of ``name``, as a pending row (one short write transaction)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             (top,) = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM records "
@@ -137,20 +182,72 @@ class LocalStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        data_key = secrets.token_bytes(32)
-        aad = self._aad(name, version)
-        final = self.path / "objects" / file
-        tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
-            size = seal_stream(data, out, key=data_key, aad=aad)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, final)
-        self._fsync_dir()
-        self._db.execute("UPDATE records SET wrapped=?, size=?, state='complete' "
-                         "WHERE name=? AND version=?",
-                         (wrap(self._kek, data_key, aad), size, name, version))
         return version
+
+    def _complete(self, name: str, version: int, wrapped: bytes, size: int) -> None:
+        """Mark a written version complete, unless another process rotated the store's key
+        meanwhile (the data key would be wrapped under the old one)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            try:
+                self._verify(self._kek)
+            except IntegrityError:
+                raise ConfigError("the store's key was rotated by another process during "
+                                  "this write; open the store with the new key") from None
+            self._db.execute("UPDATE records SET wrapped=?, size=?, state='complete' "
+                             "WHERE name=? AND version=?", (wrapped, size, name, version))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _abandon(self, name: str, version: int | None, files: Iterable[Path]) -> None:
+        """Undo a write that failed in this process: its pending row, then its files."""
+        try:
+            if version is not None:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._db.execute("DELETE FROM records WHERE name=? AND version=? AND "
+                                 "state='pending'", (name, version))
+        finally:
+            for f in files:
+                f.unlink(missing_ok=True)
+
+    def recover(self, *, grace: float = 60.0) -> tuple[int, int]:
+        """Clean up after writers that died: pending rows whose writer no longer holds its
+        lock, and files under ``objects/`` that no row names (left by a crash between a
+        file and its row), once unlocked and older than ``grace`` seconds. Safe while other
+        processes use the store. Returns (rows, files) removed. Runs when a store opens."""
+        objects = self.path / "objects"
+        rows = 0
+        pending = self._db.execute("SELECT name, version, file FROM records WHERE "
+                                   "state='pending'").fetchall()
+        for name, version, file in pending:
+            final = objects / str(file)
+            tmp = final.with_suffix(".tmp")
+            if _held(tmp) or _held(final):  # tmp first: a live writer renames tmp -> final
+                continue
+            cur = self._db.execute("DELETE FROM records WHERE name=? AND version=? AND "
+                                   "state='pending'", (name, version))
+            if cur.rowcount:
+                rows += 1
+                tmp.unlink(missing_ok=True)
+                final.unlink(missing_ok=True)
+        named = {str(r[0]) for r in self._db.execute("SELECT file FROM records")}
+        files, now = 0, time.time()
+        for f in objects.iterdir():
+            seal = f.with_suffix(".seal").name
+            try:
+                if seal in named or now - f.stat().st_mtime < grace or _held(f):
+                    continue
+            except FileNotFoundError:
+                continue
+            # unlocked means its writer finished or died; finished means a row names it now
+            if self._db.execute("SELECT 1 FROM records WHERE file=?", (seal,)).fetchone():
+                continue
+            f.unlink(missing_ok=True)
+            files += 1
+        return rows, files
 
     def _fsync_dir(self) -> None:
         fd = os.open(self.path / "objects", os.O_RDONLY)

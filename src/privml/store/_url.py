@@ -7,7 +7,9 @@ TensorFlow.js's ``indexeddb://`` and ``localstorage://`` handlers.
   segmented value (:mod:`privml.store._seal`); written to a temporary file and renamed.
 - ``https://HOST/...`` (load only): fetched with the federation's TLS settings (``tls=``:
   the CA, and a client certificate and key for mutual TLS) and checked against the sha256
-  ETag the coordinator sends; plain ``http://`` is refused.
+  ETag the coordinator sends; plain ``http://`` is refused. The coordinator serves the
+  current model at ``/v1/model`` (parameters) and the datasets it shares
+  (``privml server --share NAME=FILE``) at ``/v1/data/NAME`` (typed values).
 
 Values are typed by a small header: ``VALUE_MAGIC | version | kind`` then safetensors bytes
 (parameters: a mapping of names to float32 arrays), ``.npy`` bytes (one numpy array, no
@@ -32,7 +34,7 @@ from privml.store._keys import key_from_env, unwrap, wrap
 from privml.store._local import LocalStore
 from privml.store._seal import open_stream, seal_stream
 
-__all__ = ["load", "save"]
+__all__ = ["decode_value", "encode_value", "load", "read_data_file", "save"]
 
 VALUE_MAGIC = b"PMVAL"
 FILE_MAGIC = b"PMFILE"
@@ -41,7 +43,8 @@ _PARAMS, _ARRAY, _TABLE = 1, 2, 3
 _WRAPPED = 4 + 1 + 12 + 32 + 16
 
 
-def _encode(obj: Any) -> bytes:
+def encode_value(obj: Any) -> bytes:
+    """``obj`` (parameters, a numpy array or a DataFrame) as typed value bytes."""
     from privml import params as pm
 
     head = VALUE_MAGIC + bytes([_VERSION])
@@ -63,7 +66,8 @@ def _encode(obj: Any) -> bytes:
                       "float32 arrays or a torch module), a numpy array or a DataFrame")
 
 
-def _decode(data: bytes) -> Any:
+def decode_value(data: bytes) -> Any:
+    """What :func:`encode_value` wrote; never runs code."""
     from privml import params as pm
 
     n = len(VALUE_MAGIC)
@@ -113,7 +117,7 @@ def save(obj: Any, url: str, *, key: bytes | str | None = None,
          store: Path | str | None = None) -> str:
     """Seal ``obj`` at ``url`` (``local://NAME`` or ``file://PATH``); returns the URL, with
     the version for ``local://`` (``local://NAME@3``)."""
-    data = _encode(obj)
+    data = encode_value(obj)
     if url.startswith("local://"):
         from privml._home import privml_home
 
@@ -147,7 +151,7 @@ def load(url: str, *, key: bytes | str | None = None, store: Path | str | None =
         name, _, version = _local_name(url).partition("@")
         with LocalStore(store or privml_home() / "store", key=key, create=False) as st:
             try:
-                return _decode(st.get(name, int(version) if version else None))
+                return decode_value(st.get(name, int(version) if version else None))
             except KeyError:
                 raise ConfigError(f"no record {url!r}") from None
     if url.startswith("file://"):
@@ -161,7 +165,7 @@ def load(url: str, *, key: bytes | str | None = None, store: Path | str | None =
             if header != FILE_MAGIC + bytes([_VERSION]):
                 raise IntegrityError()
             data_key = unwrap(kek, fh.read(_WRAPPED), header)
-            return _decode(b"".join(open_stream(fh, key=data_key, aad=header)))
+            return decode_value(b"".join(open_stream(fh, key=data_key, aad=header)))
     if url.startswith("https://"):
         return _fetch(url, tls or {})
     if url.startswith("http://"):
@@ -187,4 +191,25 @@ def _fetch(url: str, tls: Mapping[str, Path | str]) -> Any:
     etag = resp.headers.get("etag", "").strip('"')
     if not etag or hashlib.sha256(resp.content).hexdigest() != etag:
         raise IntegrityError()
+    if resp.content.startswith(VALUE_MAGIC):  # a shared dataset (or any typed value)
+        return decode_value(resp.content)
     return pm.decode(resp.content)
+
+
+def read_data_file(path: Path | str) -> bytes:
+    """A dataset file (``.npy``, ``.parquet`` or ``.csv``) as typed value bytes, for a
+    coordinator to share; never unpickles."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return encode_value(np.load(path, allow_pickle=False))
+        import pandas as pd
+
+        if suffix == ".parquet":
+            return encode_value(pd.read_parquet(path))
+        if suffix == ".csv":
+            return encode_value(pd.read_csv(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the dataset {path}: {exc}") from None
+    raise ConfigError(f"cannot share {path}: give a .npy, .parquet or .csv file")

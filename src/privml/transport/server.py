@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -34,7 +36,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from privml._exceptions import DataError, PeerError, ProtocolError, RequestError
+from privml._exceptions import ConfigError, DataError, PeerError, ProtocolError, RequestError
 from privml.transport._coordinator import Coordinator, EvaluationReport, UpdateMeta
 from privml.transport._store import CoordinatorStore
 
@@ -45,6 +47,7 @@ PROTOCOL_VERSION = 1
 # The update's metadata travels in headers and its parameters as the raw body; both are read
 # and checked by hand (to answer with privml's error codes), so they are declared here for
 # the OpenAPI schema, which clients and fuzzers read.
+_DATA_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HEADER = {"in": "header", "required": True, "schema": {"type": "string"}}
 UPDATE_OPENAPI: dict[str, Any] = {
     "parameters": [
@@ -110,6 +113,13 @@ class ServerState:
     store: CoordinatorStore | None = None
     new_run: RunFactory | None = None
     starting: threading.Lock = field(default_factory=threading.Lock)
+    shared: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # name: (etag, body)
+
+    def share(self, name: str, body: bytes) -> None:
+        """Serve ``body`` (typed value bytes) at ``/v1/data/NAME`` with its sha256 ETag."""
+        if not _DATA_NAME.fullmatch(name):
+            raise ConfigError(f"a shared dataset name is 1-64 of [A-Za-z0-9._-], got {name!r}")
+        self.shared[name] = (hashlib.sha256(body).hexdigest(), body)
 
     @property
     def coordinator(self) -> Coordinator:
@@ -234,6 +244,20 @@ def _ticking(
     return lifespan
 
 
+def _data_route(app: FastAPI, state: ServerState) -> None:
+    @app.get("/v1/data/{name}")
+    async def data(name: str, request: Request) -> Response:
+        """A dataset the coordinator shares with its clients (``privml server --share``)."""
+        if name not in state.shared:
+            raise ProtocolError(f"no shared dataset {name!r}", code="no_such_data",
+                                status=404)
+        digest, body = state.shared[name]
+        etag = f'"{digest}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type="application/octet-stream", headers={"ETag": etag})
+
+
 def create_device_app(state: ServerState) -> FastAPI:
     """The device-port application (mutual TLS; Python clients)."""
     app = FastAPI(title="privml coordinator (device port)", version=str(PROTOCOL_VERSION),
@@ -302,6 +326,8 @@ def create_device_app(state: ServerState) -> FastAPI:
             return Response(status_code=304, headers={"ETag": etag})
         return Response(body, media_type="application/octet-stream",
                         headers={"ETag": etag})
+
+    _data_route(app, state)
 
     @app.post("/v1/update", openapi_extra=UPDATE_OPENAPI)
     async def update(request: Request) -> Response:
