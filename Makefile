@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: pip takes this CPU build from local disk; unpinned pulls GBs of CUDA.
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	# pycanon, the independent k/l/t checker of the anonymization tests, pins exact
+	# numpy/pandas versions it does not need: installed without its dependencies.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps pycanon==1.3.6 beartype
 	@touch $(STAMP)
 
 # Debian packages the demo, tests and benchmarks need, installed only when missing.

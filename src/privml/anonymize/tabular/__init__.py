@@ -1,0 +1,1 @@
+"""Tables made k-anonymous, l-diverse and t-close: Mondrian and full-domain generalisation."""
