@@ -1,6 +1,14 @@
 """The ``privml`` command line."""
 
-from privml.cli import _certs, _net, _predict, _server, _sim, _store  # noqa: F401  (importing registers the commands)
+from privml.cli import (  # noqa: F401  (importing registers the commands)
+    _anonymize,
+    _certs,
+    _net,
+    _predict,
+    _server,
+    _sim,
+    _store,
+)
 from privml.cli._app import app, main
 
 __all__ = ["app", "main"]
