@@ -157,5 +157,31 @@ def _kanon(src: Path, dst: Path, report: Path | None, options: dict[str, Any]) -
                                     **options)
 
 
-def _pii_file(src: Path, dst: Path, policy: Path | None, key_file: Path | None) -> None:
-    raise ConfigError("PII policies for tables arrive with the text anonymizer")
+def _pii_file(src: Path, dst: Path, policy_path: Path | None, key_file: Path | None) -> None:
+    """Find and neutralise PII in ``src`` (text, CSV, Parquet, JSONL) into ``dst`` under the
+    policy, with a progress bar; prints what was found per type and each column's fate."""
+    from privml.anonymize.text import AnonKey, Policy, anonymize_file
+
+    policy = Policy.builtin() if policy_path is None else Policy.from_yaml(policy_path)
+    key = AnonKey.from_file(key_file) if key_file is not None else AnonKey.from_env()
+    with _bar("PII") as progress:
+        summary = anonymize_file(src, dst, policy, key=key,
+                                 progress=lambda rows: progress("rows", rows, 0))
+    table = Table("entity", "replaced", title=f"{summary.rows:,} rows, "
+                  f"{summary.documents:,} documents analyzed")
+    for entity, count in sorted(summary.entities.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(entity, f"{count:,}")
+    out.print(table)
+    if summary.columns:
+        out.print("columns: " + ", ".join(f"{c} ({how})" for c, how in summary.columns.items()),
+                  highlight=False)
+    out.print(f"wrote {dst}", highlight=False)
+
+
+@anon_app.command("text")
+@guarded
+def text_cmd(src: InArg, dst: OutArg, policy: PolicyOpt = None,
+             key_file: KeyFileOpt = None) -> None:
+    """Find and neutralise PII in a text file (one document per line) or the free-text
+    cells of a CSV, Parquet or JSONL file, by the policy's operator per entity type."""
+    _pii_file(src, dst, policy, key_file)
