@@ -84,3 +84,47 @@ def test_uncovered_hierarchy_value_and_malformed_rows_are_named(patients: Path,
                       "--qi", "age,zip")
     assert code == 2 and "line 3" in text
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_text_file_default_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PRIVML_ANON_KEY", raising=False)
+    src = tmp_path / "notes.txt"
+    src.write_text("Mail jane.doe@example.org or call +44 20 7946 0958.\n"
+                   "SSN 219-45-6789, card 5555 5555 5555 4444.\n")
+    code, text = _run("anonymize", "text", str(src), str(tmp_path / "out.txt"))
+    assert code == 0, text
+    released = (tmp_path / "out.txt").read_text()
+    for secret in ("jane.doe@example.org", "219-45-6789", "5555 5555 5555 4444", "7946 0958"):
+        assert secret not in released
+    assert "EMAIL" in text and "CREDIT_CARD" in text and "2 rows" in text
+
+
+def test_table_pii_policy_then_k_anonymity(tmp_path: Path) -> None:
+    import base64
+    import os
+
+    rng = np.random.default_rng(3)
+    n = 400
+    emails = [f"user{i}@corp-mail.com" for i in range(n)]
+    pd.DataFrame({
+        "email": emails, "age": rng.integers(20, 70, n),
+        "sex": rng.choice(["M", "F"], n),
+        "note": [f"Spoke with Maria Lopez on 12/03/2021 about case {i}" for i in range(n)],
+    }).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "p.yaml").write_text(
+        "operators:\n  default: replace\n  EMAIL: pseudonymize\n"
+        "columns: {email: EMAIL, note: text, age: keep, sex: keep}\n")
+    key = tmp_path / "anon.key"
+    key.write_text(base64.b64encode(os.urandom(32)).decode())
+    args = ["anonymize", "table", str(tmp_path / "t.csv"), str(tmp_path / "o.csv"), "--policy",
+            str(tmp_path / "p.yaml"), "--k", "5", "--qi", "age,sex"]
+    code, text = _run(*args)  # pseudonyms need a key
+    assert code == 2 and "key" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anon.key", "p.yaml", "t.csv"]
+    code, text = _run(*args, "--key-file", str(key))
+    assert code == 0, text
+    out = pd.read_csv(tmp_path / "o.csv", dtype=str)
+    assert not set(out["email"]) & set(emails)  # every address replaced...
+    assert out["email"].str.contains("@").all()  # ...by a realistic surrogate
+    assert not out["note"].str.contains("Maria Lopez").any()
+    assert anonymity.k_anonymity(out, ["age", "sex"]) >= 5
