@@ -22,6 +22,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import tempfile
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -344,9 +345,13 @@ def _plan(fmt: _Format, first: _Chunk | None, policy: Policy, anon: Anonymizer,
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
-    # Not fork: a caller may have threads running (a progress bar's refresh thread), and a
-    # forked child can inherit a lock one of them held. The fork server is a clean process.
+    # fork when this process runs no other thread: workers start at once, and a script
+    # without an `if __name__ == "__main__":` guard still works. Otherwise (a progress
+    # bar's refresh thread, a server) a forked child could inherit a lock one of them held:
+    # the fork server starts clean processes (which re-import the main module).
     methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
