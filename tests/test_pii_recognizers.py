@@ -512,3 +512,78 @@ def test_missing_spacy_pipeline_is_a_clear_error() -> None:
         pytest.skip("spaCy is installed here")
     with pytest.raises(ConfigError, match=r"en_core_web_sm.*not installed"):
         Analyzer(spacy_model="en_core_web_sm")
+
+
+# ---- MAC before PHONE, IP versions, dates without a day or a year --------------------------
+
+
+def test_mac_wins_over_a_phone_inside_it(an: Analyzer) -> None:
+    assert found(an, "Device 04-46-63-28-C1-E8 is up.") == [("MAC", "04-46-63-28-C1-E8")]
+    assert found(an, "Call 212-555-0188 now.") == [("PHONE", "212-555-0188")]
+
+
+@pytest.mark.parametrize("text", [
+    "build 10.0.19045.2965 is out", "v2.4.1.7 released", "release 3.1.4.1 today",
+    "firmware 1.2.3.4 is old",
+])
+def test_version_strings_are_not_ips(an: Analyzer, text: str) -> None:
+    assert texts(an, text, "IP") == []
+
+
+def test_ip_after_from(an: Analyzer) -> None:
+    assert texts(an, "Login from 10.0.0.1 failed.", "IP") == ["10.0.0.1"]
+
+
+@pytest.mark.parametrize(("text", "date"), [
+    ("She started in March 1985.", "March 1985"), ("Due Mar 2021.", "Mar 2021"),
+    ("See you on 3 March.", "3 March"), ("It ends March 3rd.", "March 3rd"),
+    ("Booked for Tuesday, March 3 at noon.", "March 3"), ("Filed on 03/04/21.", "03/04/21"),
+    ("the 2nd of June", "2nd of June"),
+])
+def test_dates_without_day_or_year(an: Analyzer, text: str, date: str) -> None:
+    assert texts(an, text, "DATE") == [date]
+
+
+@pytest.mark.parametrize("text", [
+    "We scored 3/4 on it.", "These 3 may help.", "March 3 meeting notes", "Section 3 Mar",
+    "page 2 of June", "April 12 people came", "June 45 units", "version 3.04.21",
+    "31 February 2020", "May 12000 rows",
+])
+def test_date_negatives(an: Analyzer, text: str) -> None:
+    assert texts(an, text, "DATE") == []
+
+
+def test_month_year_of_birth(an: Analyzer) -> None:
+    assert found(an, "He was born March 1985.") == [("DATE_OF_BIRTH", "March 1985")]
+
+
+# ---- PERSON names outside the gazetteer ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("Seçgül Yorulmaz called about the invoice.", "Seçgül Yorulmaz"),
+    ("Please cc Heikki Voutilainen on the reply.", "Heikki Voutilainen"),
+    ("The ticket was assigned to Slavěna Strnadová.", "Slavěna Strnadová"),
+    ("Meeting notes from Anssi Karjalainen are attached.", "Anssi Karjalainen"),
+    ("Witold Winnik (HR) approved it.", "Witold Winnik"),
+    ("Congratulations to Ludmila Pokorná on the promotion!", "Ludmila Pokorná"),
+    ("Our new intern, Liisa Kurki, starts Monday.", "Liisa Kurki"),
+    ("Olgierd Kowalski is on leave.", "Olgierd Kowalski"),
+])
+def test_unknown_names_from_context_and_spelling(an: Analyzer, text: str, name: str) -> None:
+    assert texts(an, text, "PERSON") == [name]
+
+
+def test_unknown_name_joined_by_and_to_a_person_after_it(an: Analyzer) -> None:
+    text = "Casian Eftimie and Tiberiu Mazilescu signed the lease."
+    assert texts(an, text, "PERSON") == ["Casian Eftimie", "Tiberiu Mazilescu"]
+
+
+@pytest.mark.parametrize("text", [
+    "The Board approved the budget.", "Chief Technology Officer resigned.",
+    "Approved by Compliance.",
+    "I'm flying to Horní Slavkov.", "Your parcel left our thành phố Hồ Chí Minh depot.",
+    "The Quarterly Report shows growth.", "Microsoft Teams crashed again.",
+])
+def test_name_rules_leave_things_and_places_alone(an: Analyzer, text: str) -> None:
+    assert texts(an, text, "PERSON") == []

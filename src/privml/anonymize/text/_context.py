@@ -28,12 +28,15 @@ def _phrases() -> dict[tuple[str, ...], str]:
 
     add(NAME, "my name is,name is,named,called,i am,i'm,this is,dear,hi,hello,hey,signed,"
               "ask,ask for,birthday,congratulations,congrats,welcome,thanks,thank you,name of,"
-              "goodbye,bye")
+              "goodbye,bye,cc,bcc,attn,ping,congratulations to,congrats to,assigned to,"
+              "shout out to,invite,invited,notify")
     verbs_to = ("talk talked speak spoke said say says wrote write writes sent send gave give "
                 "married replied reply belongs introduced listen listened mail email "
                 "e-mail emailed text texted call called told asked thanks thank happened")
     add(NAME, ",".join(f"{v} to" for v in verbs_to.split()))
-    things_from = "letter message email e-mail call note gift text reply news word visit card"
+    things_from = ("letter message email e-mail call note notes gift text reply news word visit "
+                   "card update request invitation invite feedback comments response approval "
+                   "voicemail")
     add(NAME, ",".join(f"{t} from" for t in things_from.split()))
     weak = ("with by contact patient client wife husband son daughter friend boss colleague "
             "manager mother father brother sister mom dad cousin partner neighbour neighbor "
@@ -43,7 +46,8 @@ def _phrases() -> dict[tuple[str, ...], str]:
             "spokesperson spokesman spokeswoman lawyer attorney doctor teacher assistant "
             "coworker co-worker roommate landlord landlady fiancé fiancée fiance fiancee "
             "girlfriend boyfriend grandmother grandfather grandma grandpa aunt uncle niece "
-            "nephew")
+            "nephew intern trainee volunteer supervisor recruiter engineer developer analyst "
+            "consultant contractor clerk technician caller sender recipient buyer seller")
     add(WEAK, ",".join([*weak.split(), "according to"]))
     nouns = ("town city village place country state county island street road river lake "
              "company firm band ship dog cat horse book movie film song app product "

@@ -50,7 +50,9 @@ from privml.anonymize.text._words import (
     GEO_TAILS,
     ORG_TAILS,
     PLACE_SUFFIXES,
+    STREET_HEADS,
     STREET_SUFFIXES,
+    SURNAME_ENDINGS,
 )
 
 __all__ = ["scan_names"]
@@ -77,6 +79,24 @@ _PERSON_AFTER = re.compile(
     r"needs|needed|agreed|confirmed|booked|paid|ordered|died|retired|is a|was a|who|from|"
     r"and (?:his|her) ))",
 )
+# more verbs a person does: evidence for two or three name-like words, not for one word
+# ("Board approved", "Officer resigned")
+_PERSON_AFTER_MORE = re.compile(
+    r"(?:'s?\b)?\s*(?:\s(?:called|approved|reviewed|submitted|reported|requested|mentioned|"
+    r"suggested|promised|resigned|complained|apologi[sz]ed|attended|answered|responded|"
+    r"forwarded|is on leave|is out|is away|is off|will join|has joined)\b"
+    r"|\s\([A-Z][A-Za-z&]{1,5}\))"
+)
+# words before (or opening) a street or town name whose words would look like a person's:
+# "rue Gilles Berger", "Drumul Stan Diaconescu", "thành phố Hà Nội", "TP. Đà Nẵng"
+_NOT_PERSON_HEADS = frozenset(
+    {h.lower().rstrip(".") for h in STREET_HEADS}
+    | {"intrarea", "drumul", "contrada", "đường", "phố", "tp", "tỉnh", "quận", "huyện", "khu"}
+)
+_WORD_BEFORE = re.compile(r"([^\W\d_]+)\.?\s+$")
+# a small town's name doubles as a surname ("Ülküdeş Çorlu"); these never do
+_NOT_PLAIN = COMMON_WORD | NOT_NAME | COUNTRY | STATE | BIG_CITY
+_AND_AFTER = re.compile(r"\s*(?:and|&)\s*$")
 _PLACE_AFTER = re.compile(r",\s+(?P<name>[A-Z][A-Za-z]+(?: [A-Z][a-z]+)?)\b")
 _AND_BEFORE = re.compile(r"(?:\band|\bor|&)\s*$")
 _STRONG_SUFFIXES = PLACE_SUFFIXES
@@ -92,6 +112,12 @@ _HOUSE_NUMBER_AFTER = re.compile(
 )
 _WEAK_PLACE_WORDS = frozenset({"to", "at", "of"})
 _STRONG_PLACE_WORDS = frozenset({"in", "near", "into", "postcode", "visited", "visiting"})
+
+
+def _name_shaped(word: str) -> bool:
+    """A word spelt like a (European) name: a letter outside ASCII ("Çorlu", "Strnadová") or
+    a typical surname ending ("Kowalski", "Mazilescu", "Karjalainen")."""
+    return not word.isascii() or word.endswith(SURNAME_ENDINGS)
 
 
 def _sentence_start(text: str, s: int) -> bool:
@@ -112,6 +138,7 @@ class _Scan:
         self.last_end = -10
         self.multi_end = 0
         self.skip_to = 0
+        self.pending = (-10, -10)  # a name-like segment left undecided: "X" in "X and Y said"
 
     # ---- tokens and runs ------------------------------------------------------------------
 
@@ -227,6 +254,10 @@ class _Scan:
     # ---- judging a segment ----------------------------------------------------------------
 
     def emit(self, s: int, e: int, entity: str, score: float) -> None:
+        ps, pe = self.pending
+        if entity == "PERSON" and 0 < s - pe <= 6 and _AND_AFTER.match(self.text, pe, s):
+            self.hits.append((ps, pe, "PERSON", 0.55))  # "X and Y signed": X is one too
+        self.pending = (-10, -10)
         self.hits.append((s, e, entity, score))
         self.last_entity, self.last_end = entity, e
 
@@ -254,6 +285,8 @@ class _Scan:
         verdict = self.judge(seg, s, e, ctx)
         if verdict is not None:
             self.emit(s, e, verdict[0], verdict[1])
+        elif len(seg) > 1 and self.plain(seg):
+            self.pending = (s, e)
 
     def judge(
         self, seg: list[tuple[int, int, int]], s: int, e: int, ctx: Context
@@ -296,11 +329,19 @@ class _Scan:
             not f & (COMMON_WORD | NOT_NAME) or f & (FIRST | LAST) for f in flags
         ) and not (place_word and all(f & PLACE for f in flags)):
             return "PERSON", 0.6
+        if not (place_word and place_word not in _WEAK_PLACE_WORDS) and len(seg) <= 3 and (
+            all(f & (FIRST | LAST) or not f & _NOT_PLAIN for f in flags)
+            and any(_name_shaped(text[a:b]) and not f & PLACE for a, b, f in seg)
+            and not self.street_head(seg)
+        ):
+            return "PERSON", 0.55  # "Seçgül Yorulmaz", "Olgierd Kowalski": name-shaped words
         if place_word and place_word not in _WEAK_PLACE_WORDS and not any(
             f & COMMON_WORD for f in flags
         ):
             return "LOCATION", 0.55
-        if self.person_after(seg[-1][1]) or self.and_person(seg[0][0]):
+        e = seg[-1][1]
+        if (self.person_after(e) or self.and_person(seg[0][0])
+                or (self.plain(seg) and _PERSON_AFTER_MORE.match(text, e, e + 40))):
             return "PERSON", 0.6
         return None
 
@@ -343,6 +384,20 @@ class _Scan:
         return None
 
     # ---- context helpers ------------------------------------------------------------------
+
+    def street_head(self, seg: list[tuple[int, int, int]]) -> bool:
+        s = seg[0][0]
+        before = _WORD_BEFORE.search(self.text, max(0, s - 16), s)
+        first = self.lower[s : seg[0][1]]
+        return first in _NOT_PERSON_HEADS or (
+            before is not None and before[1].lower() in _NOT_PERSON_HEADS
+        )
+
+    def plain(self, seg: list[tuple[int, int, int]]) -> bool:
+        """Every word is unknown or a known name: no everyday word, no known place."""
+        return all(
+            f & (FIRST | LAST) or not f & (COMMON_WORD | NOT_NAME | PLACE) for _, _, f in seg
+        )
 
     def person_after(self, e: int) -> bool:
         return _PERSON_AFTER.match(self.text, e, e + 40) is not None

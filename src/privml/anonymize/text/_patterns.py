@@ -25,28 +25,18 @@ Texts without digits, ``@`` or a URL marker skip the regex pass altogether.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from privml.anonymize.text._validators import (
-    IBAN_LENGTHS,
-    card_brand,
-    date_ok,
-    iban_ok,
-    luhn_ok,
-    phone_ok,
-    phone_plausible,
-    ssn_ok,
-)
+from privml.anonymize.text import _checks as checks
+from privml.anonymize.text._checks import Hit, Scanner
+from privml.anonymize.text._validators import phone_ok, phone_plausible
 from privml.anonymize.text._words import MONTHS, STREET_ENDINGS, STREET_HEADS, STREET_SUFFIXES
 
 __all__ = ["Features", "Hit", "PatternScanner"]
 
-# (start, end, entity, score)
-Hit = tuple[int, int, str, float]
-_Validator = Callable[[str, re.Match[str], "PatternScanner"], Hit | None]
+_Validator = Callable[[str, re.Match[str], Scanner], Hit | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,181 +104,17 @@ def _month_tails() -> str:
 
 
 _MONTH_TAIL_RE = _month_tails()
+# a month name as written in a date without a day or a year: capitalised ("may" is a verb)
+_MONTH_CAP_RE = "(?:" + "|".join(m.title() for m in sorted(MONTHS, key=len, reverse=True)) + ")"
+_MONTH_CAP_TAIL = "(?:" + "|".join(
+    f"(?<={m[0].upper()}){m[1:]}" for m in sorted(MONTHS, key=len, reverse=True)
+) + ")"
 _SUFFIX_RE = "|".join(sorted(STREET_SUFFIXES, key=len, reverse=True))
 _ENDING_RE = "|".join(re.escape(w) for w in sorted(STREET_ENDINGS, key=len, reverse=True))
 _HEAD_RE = "|".join(re.escape(w) for w in sorted(STREET_HEADS, key=len, reverse=True))
 _UP = "A-ZÀ-ÖØ-ÞĀ-Ž"
 _HOUSE = r"\d{1,5}[a-zA-Z]?(?:[-/]\d{1,5}[a-zA-Z]?)?"
 _FR_ARTICLE = r"(?:(?:de|du|des|la|le|l'|l\u2019|d'|d\u2019)\s*)*"
-_FILE_EXTENSIONS = (
-    "png jpg jpeg gif svg webp bmp ico tif tiff pdf txt js css html htm json xml yaml yml "
-    "gz tar exe dll py mp3 mp4 wav doc docx xls xlsx csv md log"
-)
-_FILE_TLDS = frozenset(_FILE_EXTENSIONS.split())
-_VERSION_CTX = re.compile(
-    r"(?:\bv|\bversion|\bver\.?|\brelease|\brel\.?|\bbuild|\brev\.?|\bupdate|\bpatch)\s*$",
-    re.IGNORECASE,
-)
-_SSN_CTX = re.compile(r"\b(?:ssn|social security|social sec)", re.IGNORECASE)
-_BIRTH_CTX = re.compile(
-    r"\b(?:born|dob|d\.o\.b|date of birth|birth ?date|birthday|b\.)", re.IGNORECASE
-)
-_BIRTH_HINTS = ("birth", "born", "b.", "dob", "d.o.b")
-_BIRTH_GAP_BREAK = re.compile(r"[\d.;()!?]|\band\b|\bbut\b")
-_NUM_RE = re.compile(r"\d+")
-_EXTENSION = re.compile(r"\s*(?:x|ext\.?|extension)\s*\d{1,6}$", re.IGNORECASE)
-_SSN_SHAPE = re.compile(r"\d{3}[- ]\d\d[- ]\d{4}")
-_URL_TRAIL = ".,;:!?'\")]}>"
-
-
-def _cut(text: str, m: re.Match[str]) -> tuple[int, int]:
-    return m.start(), m.end()
-
-
-# ---- validators ---------------------------------------------------------------------------
-
-
-def _email(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    value = text[s:e]
-    local, _sep, domain = value.partition("@")
-    if ".." in local or local.endswith(".") or domain.rsplit(".", 1)[-1].lower() in _FILE_TLDS:
-        return None
-    return s, e, "EMAIL", 0.95
-
-
-def _url(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    while e > s and text[e - 1] in _URL_TRAIL:
-        if text[e - 1] == ")" and text.count("(", s, e) >= text.count(")", s, e):
-            break
-        e -= 1
-    if e - s < 8 or "." not in text[s:e]:
-        return None
-    return s, e, "URL", 0.9
-
-
-def _iban(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    want = IBAN_LENGTHS.get(text[s : s + 2])
-    if want is None:
-        return None
-    count = 0
-    for i in range(s, e):  # cut the candidate after the country's number of characters
-        if text[i] != " ":
-            count += 1
-            if count == want:
-                e = i + 1
-                break
-    else:
-        return None
-    if e < len(text) and text[e].isalnum():
-        return None
-    return (s, e, "IBAN", 1.0) if iban_ok(text[s:e].replace(" ", "")) else None
-
-
-def _card(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    digits = text[s:e].replace(" ", "").replace("-", "")
-    if card_brand(digits) is None or not luhn_ok(digits):
-        return None
-    return s, e, "CREDIT_CARD", 1.0
-
-
-def _ssn(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    digits = text[s:e].replace("-", "").replace(" ", "")
-    if not ssn_ok(digits[:3], digits[3:5], digits[5:]):
-        return None
-    ctx = _SSN_CTX.search(text, max(0, s - 40), s) is not None
-    if e - s == 9 and not ctx:  # nine bare digits are an SSN only when the text says so
-        return None
-    return s, e, "US_SSN", 0.95 if ctx else 0.85
-
-
-def _versioned(text: str, s: int) -> bool:
-    return _VERSION_CTX.search(text, max(0, s - 12), s) is not None
-
-
-def _ipv4(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    try:
-        ipaddress.IPv4Address(text[s:e])
-    except ValueError:
-        return None
-    return None if _versioned(text, s) else (s, e, "IP", 0.95)
-
-
-def _ipv6(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    value = text[s:e]
-    if value.count(":") < 2:
-        return None
-    try:
-        ipaddress.IPv6Address(value)
-    except ValueError:
-        return None
-    return s, e, "IP", 0.95
-
-
-def _mac(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    return s, e, "MAC", 0.9
-
-
-def _dated(text: str, s: int, e: int, score: float, scanner: PatternScanner) -> Hit:
-    window = text[max(0, s - 40) : s].lower()
-    if scanner.dob and any(w in window for w in _BIRTH_HINTS):
-        found = list(_BIRTH_CTX.finditer(text, max(0, s - 40), s))
-        # the birth word must govern this date: no other number or clause between them
-        if found and not _BIRTH_GAP_BREAK.search(text, found[-1].end(), s):
-            return s, e, "DATE_OF_BIRTH", min(1.0, score + 0.1)
-    return s, e, "DATE", score
-
-
-def _date_iso(text: str, m: re.Match[str], scanner: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    y, mo, d = (int(x) for x in _NUM_RE.findall(text, s, e)[:3])
-    return _dated(text, s, e, 0.85, scanner) if date_ok(y, mo, d) else None
-
-
-def _date_num(text: str, m: re.Match[str], scanner: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    parts = _NUM_RE.findall(text, s, e)
-    a, b, y = int(parts[0]), int(parts[1]), int(parts[2])
-    if len(parts[2]) == 2 and (len(parts[0]) != 2 or len(parts[1]) != 2) and "/" not in m[0]:
-        return None  # "1.2.34" reads as a version, not a date
-    if not (date_ok(y, b, a) or date_ok(y, a, b)) or _versioned(text, s):
-        return None
-    return _dated(text, s, e, 0.75, scanner)
-
-
-def _date_words(text: str, m: re.Match[str], scanner: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    nums = _NUM_RE.findall(text, s, e)
-    month = next(w for w in re.findall(r"[A-Za-z]+", text[s:e]) if w.lower() in MONTHS)
-    ok = date_ok(int(nums[-1]), MONTHS[month.lower()], int(nums[0]))
-    return _dated(text, s, e, 0.85, scanner) if ok else None
-
-
-def _phone(text: str, m: re.Match[str], scanner: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    candidate = text[s:e]
-    if _SSN_SHAPE.fullmatch(candidate):
-        return None  # 3-2-4 digits is the shape of an SSN, never of a phone number
-    number = _EXTENSION.sub("", candidate)
-    n = sum(ch.isdigit() for ch in number)
-    if not 7 <= n <= 15 or _versioned(text, s) or not scanner.phone_valid(number):
-        return None
-    return s, e, "PHONE", 0.85 if candidate[0] == "+" else 0.75
-
-
-def _street(text: str, m: re.Match[str], _: PatternScanner) -> Hit | None:
-    s, e = _cut(text, m)
-    while e > s and text[e - 1] in ", ":
-        e -= 1
-    return s, e, "STREET_ADDRESS", 0.8
-
 
 def _at_least(n: int) -> Callable[[Features], bool]:
     # Few distinct thresholds (1, 4, 7) keep the number of combined patterns small.
@@ -321,6 +147,8 @@ _LC_HEAD_HINTS = tuple(f"{h} " for h in STREET_HEADS if h[0].islower())
 _UNIT_FIRSTS, _UNIT_TAIL = _initials(
     ["Flat", "Apartment", "Apt.", "Apt", "Unit", "Studio", "Suite"], r"\w."
 )
+# a phone number ends here: no word, digit or hex group of a MAC follows
+_PHONE_END = r"(?!\w|[-.]?\d|[-:][0-9A-Fa-f])"
 _ANY_DIGIT = re.compile("[0-9]")
 _CISCO_MAC = re.compile(r"[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}")
 _D = r"\d"
@@ -331,49 +159,59 @@ _ALTS: tuple[_Alt, ...] = (
     _Alt("email", "EMAIL", "A-Za-z0-9",
          r"(?<![\w.%+-][A-Za-z0-9])[A-Za-z0-9._%+-]{0,63}@"
          r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])",
-         lambda f: f.at, _email),
+         lambda f: f.at, checks.email),
     _Alt("url_scheme", "URL", "hHfFsSwW",
          r"(?<![\w.@][hHfFsSwW])"
          r"(?:(?<=[hH])(?i:ttps?)|(?<=[fF])(?i:tps?)|(?<=[sS])(?i:ftp)|(?<=[wW])(?i:ss?))://"
          r"[^\s<>\"'`{}|\\^\[\]]+",
-         lambda f: f.url, _url),
+         lambda f: f.url, checks.url),
     _Alt("url_www", "URL", "wW",
          r"(?<![\w.@/][wW])(?i:ww\.)[A-Za-z0-9-]+\.[^\s<>\"'`{}|\\^\[\]]+",
-         lambda f: f.url, _url),
+         lambda f: f.url, checks.url),
     _Alt("iban", "IBAN", "A-Z",
          r"(?<![\w][A-Z])[A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])",
-         _at_least(4), _iban),
-    _Alt("card", "CREDIT_CARD", _D,
-         rf"{_DIG}(?:[ -]?\d){{11,18}}(?!\w|[ -]?\d|[.,/]\d)",
-         _at_least(7), _card),
-    _Alt("ssn", "US_SSN", _D,
-         rf"{_DIG}\d\d(?P<ssn_sep>[- ]?)\d\d(?P=ssn_sep)\d{{4}}(?!\w|[-.,/ ]\d)",
-         _at_least(7), _ssn),
-    _Alt("ipv4", "IP", _D,
-         r"(?<![\w.:-]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w.:-]\w|\w)",
-         _at_least(4), _ipv4),
-    _Alt("date_iso", "DATE", _D,
-         r"(?<![\w+.,/:-]\d)\d{3}(?P<iso_sep>[-/.])\d\d?(?P=iso_sep)\d\d?"
-         r"(?:T\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?(?![\w]|[-/.:]\d)",
-         _at_least(4), _date_iso),
-    _Alt("date_num", "DATE", _D,
-         r"(?<![\w+.,/:-]\d)\d?(?P<dmy_sep>[-/.])\d\d?(?P=dmy_sep)(?:\d{4}|\d\d)"
-         r"(?![\w]|[-/.:]\d)",
-         _at_least(4), _date_num),
-    _Alt("date_dmy_words", "DATE", _D,
-         rf"(?<![\w+.,/:-]\d)\d?{_ORD}(?:\s+of)?\s+{_MONTH_RE}\.?,?\s+\d{{4}}(?!\w)",
-         _at_least(4), _date_words),
-    _Alt("date_mdy_words", "DATE", "JFMASOND",
-         rf"(?<![\w][JFMASOND]){_MONTH_TAIL_RE}\.?,?\s+\d\d?{_ORD},?\s+\d{{4}}(?!\w)",
-         _at_least(4), _date_words),
+         _at_least(4), checks.iban),
+    # before the digit alternatives: a 6-group MAC wins over a phone number inside it
     _Alt("mac", "MAC", "0-9A-Fa-f",
          rf"(?<![\w:.-]{_HEX}){_HEX}(?:(?P<mac_sep>[:-]){_HEX}{{2}}"
          rf"(?:(?P=mac_sep){_HEX}{{2}}){{4}}|{_HEX}{{2}}\.{_HEX}{{4}}\.{_HEX}{{4}})"
          rf"(?![\w:-]|\.\w)",
-         lambda f: f.mac, _mac),
+         lambda f: f.mac, checks.mac),
+    _Alt("card", "CREDIT_CARD", _D,
+         rf"{_DIG}(?:[ -]?\d){{11,18}}(?!\w|[ -]?\d|[.,/]\d)",
+         _at_least(7), checks.card),
+    _Alt("ssn", "US_SSN", _D,
+         rf"{_DIG}\d\d(?P<ssn_sep>[- ]?)\d\d(?P=ssn_sep)\d{{4}}(?!\w|[-.,/ ]\d)",
+         _at_least(7), checks.ssn),
+    _Alt("ipv4", "IP", _D,
+         r"(?<![\w.:-]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w.:-]\w|\w)",
+         _at_least(4), checks.ipv4),
+    _Alt("date_iso", "DATE", _D,
+         r"(?<![\w+.,/:-]\d)\d{3}(?P<iso_sep>[-/.])\d\d?(?P=iso_sep)\d\d?"
+         r"(?:T\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?(?![\w]|[-/.:]\d)",
+         _at_least(4), checks.date_iso),
+    _Alt("date_num", "DATE", _D,
+         r"(?<![\w+.,/:-]\d)\d?(?P<dmy_sep>[-/.])\d\d?(?P=dmy_sep)(?:\d{4}|\d\d)"
+         r"(?![\w]|[-/.:]\d)",
+         _at_least(4), checks.date_num),
+    _Alt("date_dmy_words", "DATE", _D,
+         rf"(?<![\w+.,/:-]\d)\d?{_ORD}(?:\s+of)?\s+{_MONTH_RE}\.?,?\s+\d{{4}}(?!\w)",
+         _at_least(4), checks.date_words),
+    _Alt("date_mdy_words", "DATE", "JFMASOND",
+         rf"(?<![\w][JFMASOND]){_MONTH_TAIL_RE}\.?,?\s+\d\d?{_ORD},?\s+\d{{4}}(?!\w)",
+         _at_least(4), checks.date_words),
     _Alt("ipv6", "IP", "0-9A-Fa-f:",
          r"(?<![\w:.][0-9A-Fa-f:])[0-9A-Fa-f:.]{1,44}(?<=[0-9A-Fa-f:])(?![\w:])",
-         lambda f: f.colons, _ipv6),
+         lambda f: f.colons, checks.ipv6),
+    _Alt("date_dm_words", "DATE", _D,
+         rf"(?<![\w+.,/:-]\d)\d?{_ORD}(?:\s+of)?\s+{_MONTH_CAP_RE}(?![\w]|\.?,?\s+\d)",
+         _at_least(1), checks.date_day_month),
+    _Alt("date_my_words", "DATE", "JFMASOND",
+         rf"(?<![\w][JFMASOND]){_MONTH_CAP_TAIL}\.?,?\s+(?:of\s+)?\d{{4}}(?!\w|[-/.:]\d)",
+         _at_least(4), checks.date_month_year),
+    _Alt("date_md_words", "DATE", "JFMASOND",
+         rf"(?<![\w][JFMASOND]){_MONTH_CAP_TAIL}\.?\s+\d\d?{_ORD}(?!\w|[,.:/-]?\s*\d)",
+         _at_least(1), checks.date_month_day),
     _Alt("street", "STREET_ADDRESS", _D,
          rf"{_DIG}\d{{0,5}}[A-Za-z]?(?:-\d+)?\s+"
          r"(?:(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)\.?\s+)?"
@@ -382,38 +220,38 @@ _ALTS: tuple[_Alt, ...] = (
          r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b\.?)?"
          r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Room|Rm|#)\.?\s*#?\s*[\w-]+)?"
          rf"(?:{_STATE_ZIP})?",
-         _at_least(1), _street),
+         _at_least(1), checks.street),
     _Alt("street_fr", "STREET_ADDRESS", _D,
          rf"{_DIG}\d{{0,3}}(?:\s*(?:bis|ter))?,?\s+"
          r"(?i:rue|avenue|av\.|boulevard|bd|chemin|place|allée|impasse|quai|route|cours)\s+"
          rf"{_FR_ARTICLE}[{_UP}][\w'\u2019-]*(?:\s+{_FR_ARTICLE}[{_UP}][\w'\u2019-]*){{0,3}}",
-         _at_least(1), _street),
+         _at_least(1), checks.street),
     _Alt("street_ending", "STREET_ADDRESS", _UP,
          rf"(?<![\w][{_UP}])[\w'\u2019-]*?(?:{_ENDING_RE})\s+{_HOUSE}(?![\w/-])",
-         _at_least(1), _street),
+         _at_least(1), checks.street),
     _Alt("street_head", "STREET_ADDRESS", _UC_HEADS,
          rf"{_UC_HEAD_TAIL}\s+(?:[\w.'\u2019-]+,?\s+){{0,4}}?(?:No\.?\s*)?{_HOUSE}(?![\w/-])",
-         _at_least(1), _street),
+         _at_least(1), checks.street),
     _Alt("street_head_lc", "STREET_ADDRESS", _LC_HEADS,
          rf"{_LC_HEAD_TAIL}\s+(?:[\w.'\u2019-]+,?\s+){{0,4}}?(?:No\.?\s*)?{_HOUSE}(?![\w/-])",
-         lambda f: f.lc_head, _street),
+         lambda f: f.lc_head, checks.street),
     _Alt("street_unit", "STREET_ADDRESS", _UNIT_FIRSTS,
          rf"{_UNIT_TAIL}\s+\w{{1,5}},\s+"
          rf"[{_UP}][\w'\u2019-]*(?:\s+[{_UP}][\w'\u2019-]*){{0,3}}?\s+(?:{_SUFFIX_RE})\b",
-         _at_least(1), _street),
+         _at_least(1), checks.street),
     _Alt("street_tail", "STREET_ADDRESS", _UP,
          rf"(?<![\w][{_UP}])[\w'\u2019-]*(?:\s+[\w'\u2019-]+){{0,2}}?\s+"
          rf"(?:út|utca|tér|körút|u\.)\s+{_HOUSE}\.?(?![\w/-])",
-         _at_least(1), _street),
+         _at_least(1), checks.street),
     _Alt("phone_intl", "PHONE", "+",
-         rf"(?<![\w+]\+)\d{{1,3}}(?:[ .-]?\(?\d{{1,5}}\)?){{1,6}}{_EXT}(?!\w|[-.]?\d)",
-         _at_least(7), _phone),
+         rf"(?<![\w+]\+)\d{{1,3}}(?:[ .-]?\(?\d{{1,5}}\)?){{1,6}}{_EXT}{_PHONE_END}",
+         _at_least(7), checks.phone),
     _Alt("phone_paren", "PHONE", "(",
-         rf"(?<![\w(]\()\d{{2,5}}\)[ .-]?\d{{2,5}}(?:[ .-]?\d{{2,5}}){{0,4}}{_EXT}(?!\w|[-.]?\d)",
-         _at_least(7), _phone),
+         rf"(?<![\w(]\()\d{{2,5}}\)[ .-]?\d{{2,5}}(?:[ .-]?\d{{2,5}}){{0,4}}{_EXT}{_PHONE_END}",
+         _at_least(7), checks.phone),
     _Alt("phone_nat", "PHONE", _D,
-         rf"{_DIG}\d{{1,4}}(?:[ .-]?\d{{2,5}}){{1,5}}{_EXT}(?!\w|[-.]?\d)",
-         _at_least(7), _phone),
+         rf"{_DIG}\d{{1,4}}(?:[ .-]?\d{{2,5}}){{1,5}}{_EXT}{_PHONE_END}",
+         _at_least(7), checks.phone),
 )
 
 _BY_KEY = {a.key: a for a in _ALTS}

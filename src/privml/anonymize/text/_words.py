@@ -19,6 +19,7 @@ __all__ = [
     "STREET_ENDINGS",
     "STREET_HEADS",
     "STREET_SUFFIXES",
+    "SURNAME_ENDINGS",
     "TITLES",
 ]
 
@@ -159,7 +160,8 @@ ORG_TAILS: frozenset[str] = frozenset(_ORG_TAILS_TEXT.split())
 # A capitalised run that starts (heads) or ends (tails) with one of these is a place.
 _GEO_HEADS_TEXT = """
 lake mount mt port fort san santa los las sankt lago monte cape isle north south east west
-new upper lower greater
+new upper lower greater horní dolní nové nový nová staré starý stará velké velký malé malý
+nowy nowa stary stara bad
 """
 GEO_HEADS: frozenset[str] = frozenset(_GEO_HEADS_TEXT.split())
 _GEO_TAILS_TEXT = """
@@ -174,6 +176,16 @@ PLACE_SUFFIXES: tuple[str, ...] = (
     "ville", "burg", "burgh", "borough", "bury", "chester", "caster", "cester", "ford",
     "field", "shire", "stadt", "heim", "hausen", "dorf", "grad", "abad", "pur", "polis",
     "mouth", "wick", "minster", "stan", "sk", "ow", "ice", "side", "haven", "furt", "stad",
+)
+
+# Endings typical of European surnames (Polish, Czech, Scandinavian, Spanish, Romanian,
+# Italian, Croatian, Turkish, Finnish, Slavic), used as evidence that a run of unknown
+# capitalised words is a person's name.
+SURNAME_ENDINGS: tuple[str, ...] = (
+    "ski", "ska", "cki", "cka", "dzki", "wicz", "czyk", "ová", "ský", "ská", "čka", "sen",
+    "son", "sson", "ez", "az", "escu", "eanu", "ić", "vić", "oğlu", "ini", "elli", "etti",
+    "otti", "ucci", "uzzi", "nen", "inen", "enko", "chuk", "ovich", "ova", "eva", "ov", "ev",
+    "yan", "ides", "opoulos", "akis", "mann",
 )
 
 # Country and region names people write that GeoNames spells otherwise.
