@@ -189,7 +189,7 @@ def utility_of(raw: Any, classes: Any, k: int) -> dict[str, Any]:
     from privml.anonymize.tabular._utility import utility
 
     loss = cell_loss(raw, classes)
-    labels = {c: np.asarray(classes, dtype=object) for c in QI}  # one label per class
+    labels = {c: np.arange(int(classes.max()) + 1, dtype=object) for c in QI}  # per class
     gen = Generalised(labels, loss, np.asarray(classes, dtype=np.int64),
                       np.zeros(len(raw), dtype=bool), {})
     u = utility(raw, gen, QI, k)

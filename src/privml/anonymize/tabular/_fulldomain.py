@@ -138,16 +138,20 @@ class Lattice:
 
     def release(self, node: Node, info: dict[str, object]) -> Generalised:
         ids, fail = self.failing_rows(node)
+        _, first, classes = np.unique(
+            np.where(fail, -1, ids), return_index=True, return_inverse=True
+        )
+        classes = classes.reshape(-1).astype(np.int64)
+        cls_fail = fail[first]  # a class is the failing rows or one node's passing rows
         labels = {}
         loss = np.ones((self.n, len(node)))
         for j, (c, lv) in enumerate(zip(self.comps, node, strict=True)):
             row_nodes = c.nodes[c.leaf, lv]
-            lab = np.asarray(c.labels, dtype=object)[row_nodes]
-            lab[fail] = "*"
+            lab = np.asarray(c.labels, dtype=object)[row_nodes[first]]
+            lab[cls_fail] = "*"
             labels[c.column] = lab
             loss[~fail, j] = c.span[row_nodes[~fail]]
-        _, classes = np.unique(np.where(fail, -1, ids), return_inverse=True)
-        return Generalised(labels, loss, classes.reshape(-1), fail, dict(info))
+        return Generalised(labels, loss, classes, fail, dict(info))
 
 
 def _best(results: list[NodeResult]) -> NodeResult | None:

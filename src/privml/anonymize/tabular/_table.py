@@ -2,9 +2,11 @@
 
 The output has one row per input record, in input order, with every QI replaced by its
 released label (numeric ranges ``[30-39]``, hierarchy labels, value sets ``{a,b}``) and
-suppressed records ``*`` in every QI. The report's privacy figures come from
-:func:`measure` run on the output, never from what the algorithm meant to do; a release
-falling short of the request would be a bug and raises rather than being written.
+suppressed records ``*`` in every QI. The report's privacy figures are measured on the
+released labels, never taken from what the algorithm meant to do: :func:`measure_release`
+groups rows by equal released labels as :func:`measure` does, per class rather than per row
+(the tests hold the two equal). A release falling short of the request would be a bug and
+raises rather than being written.
 
 Missing values (NaN) in a QI are refused with the row named: a range or a hierarchy has no
 place for them, and silently treating them as a value would publish who lacks one.
@@ -28,7 +30,15 @@ from privml._exceptions import ConfigError, DataError, PrivmlError
 
 from ._fulldomain import Lattice, brute_force, flash
 from ._hierarchy import Compiled, Hierarchy, auto_intervals, compile_column, load_hierarchies
-from ._models import Achieved, Generalised, LKind, PrivacyModel, encode_sensitive, measure
+from ._models import (
+    Achieved,
+    Generalised,
+    LKind,
+    PrivacyModel,
+    Sensitive,
+    encode_sensitive,
+    measure_release,
+)
 from ._mondrian import encode_dims, mondrian
 from ._utility import Utility, classification_utility, utility
 
@@ -141,7 +151,7 @@ def _compile_all(df: pd.DataFrame, qi: Sequence[str], hs: dict[str, Hierarchy]) 
 def _run(
     df: pd.DataFrame,
     qi: Sequence[str],
-    sensitive: str | None,
+    sens: Sensitive | None,
     model: PrivacyModel,
     *,
     hs: dict[str, Hierarchy],
@@ -149,8 +159,6 @@ def _run(
     search: str,
     progress: Progress | None,
 ) -> Generalised:
-    sens_h = hs.get(sensitive) if sensitive is not None else None
-    sens = encode_sensitive(df, sensitive, sens_h) if sensitive is not None else None
     if algorithm == "mondrian":
         compiled = {c: compile_column(c, df[c], hs[c]) for c in qi if c in hs}
         return mondrian(encode_dims(df, qi, compiled), model, sens, len(df))
@@ -210,20 +218,20 @@ def anonymize_table(
     _validate(df, qi, sensitive, model, target)
     hs = _hierarchies(hierarchies, {*qi, *([sensitive] if sensitive else [])})
     raw = df.reset_index(drop=True)
-    gen = _run(
-        raw, qi, sensitive, model, hs=hs, algorithm=algorithm, search=search, progress=progress
-    )
-    out = raw.copy()
+    sens_h = hs.get(sensitive) if sensitive is not None else None
+    sens = encode_sensitive(raw, sensitive, sens_h) if sensitive is not None else None
+    gen = _run(raw, qi, sens, model, hs=hs, algorithm=algorithm, search=search, progress=progress)
+    # A shallow copy: assigning a whole column replaces it and never writes into ``df``.
+    out = raw.copy(deep=False)
     for col in qi:
-        out[col] = pd.Series(gen.labels[col], dtype=object)
+        out[col] = pd.Series(gen.labels(col), dtype=object)
     if progress is not None:
         progress("measure", 0, 1)
-    sens_h = hs.get(sensitive) if sensitive is not None else None
-    # Rows generalised to the root of every QI read '*' like suppressed ones; when the
-    # algorithm suppressed nothing they are a genuine class and are judged as one.
-    achieved = measure(
-        out, qi, sensitive, sensitive_hierarchy=sens_h, include_suppressed=not gen.suppressed.any()
-    )
+    # Measured on the released labels, grouped per class (measure_release); the sensitive
+    # column is released unchanged, so its encoding is the input's. Rows generalised to the
+    # root of every QI read '*' like suppressed ones; when the algorithm suppressed nothing
+    # they are a genuine class and are judged as one.
+    achieved = measure_release(gen, qi, sens, include_suppressed=not gen.suppressed.any())
     _check_achieved(achieved, model, int(gen.suppressed.sum()), len(raw))
     util = utility(raw, gen, qi, k)
     if target is not None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
-from ._models import Generalised
+from ._models import Generalised, factorize
 
 __all__ = ["Utility", "classification_utility", "utility"]
 
@@ -38,21 +38,32 @@ def utility(raw: pd.DataFrame, gen: Generalised, qi: Sequence[str], k: int) -> U
     n = len(raw)
     kept = ~gen.suppressed
     n_supp = int(gen.suppressed.sum())
-    kept_classes = np.unique(gen.classes[kept])
     sizes = np.bincount(gen.classes[kept])
     sizes = sizes[sizes > 0]
     disc = float((sizes.astype(np.float64) ** 2).sum() + n_supp * n)
-    c_avg = float((n - n_supp) / len(kept_classes) / k) if len(kept_classes) else 0.0
+    c_avg = float((n - n_supp) / len(sizes) / k) if len(sizes) else 0.0
+    return Utility(
+        float(gen.loss.mean()) if gen.loss.size else 0.0,
+        disc,
+        c_avg,
+        _nonuniform_entropy(raw, gen, qi),
+    )
+
+
+def _nonuniform_entropy(raw: pd.DataFrame, gen: Generalised, qi: Sequence[str]) -> float:
+    """``-sum log2 P(raw | released)`` over the QI cells, P counted over the table. Released
+    labels are factorised per class (a row's label is its class's), raw values per row."""
     bits = 0.0
     for col in qi:
-        raw_codes = pd.factorize(raw[col], use_na_sentinel=False)[0].astype(np.int64)
-        rel_codes = pd.factorize(pd.Series(gen.labels[col]))[0].astype(np.int64)
+        raw_codes = factorize(raw[col])[0]
+        rel_codes = factorize(gen.class_labels[col])[0][gen.classes]
         pair = rel_codes * (int(raw_codes.max()) + 1) + raw_codes
-        _, pair_inv, pair_n = np.unique(pair, return_inverse=True, return_counts=True)
+        pair_inv = pd.factorize(pair)[0]
+        pair_n = np.bincount(pair_inv)
         rel_n = np.bincount(rel_codes)
-        p = pair_n[pair_inv.reshape(-1)] / rel_n[rel_codes]
+        p = pair_n[pair_inv] / rel_n[rel_codes]
         bits -= float(np.log2(p).sum())
-    return Utility(float(gen.loss.mean()) if gen.loss.size else 0.0, disc, c_avg, bits)
+    return bits
 
 
 def classification_utility(
