@@ -87,14 +87,10 @@ class AnonKey:
 
     @classmethod
     def from_file(cls, path: Path | str) -> AnonKey:
-        """A key file holds 32 raw bytes or their base64."""
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the key file {path}: {exc.strerror}") from None
-        if len(raw) == 32:
-            return cls(raw)
-        return cls.from_base64(raw, where=f"the key file {path}")
+        """A key file holds 32 raw bytes or their base64 (as the store's key files)."""
+        from privml.store._keys import key_from_file
+
+        return cls(key_from_file(path))
 
     @classmethod
     def from_env(cls) -> AnonKey | None:
