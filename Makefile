@@ -25,15 +25,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps pycanon==1.3.6 beartype
 	@touch $(STAMP)
 
-# Debian packages the demo, tests and benchmarks need, installed only when missing.
+# Debian packages the demo, tests and benchmarks need, installed only when missing:
+# Fashion-MNIST, and chromium for the browser tests (driven by playwright; no browser
+# download ever).
+DEBS := $(if $(wildcard $(FASHION)),,dataset-fashion-mnist) $(if $(wildcard /usr/bin/chromium),,chromium)
 sysdeps:
-	@if [ ! -f $(FASHION) ]; then \
-	  echo "installing Debian package dataset-fashion-mnist"; \
+	@if [ -n "$(strip $(DEBS))" ]; then \
+	  echo "installing Debian packages: $(strip $(DEBS))"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEBS); \
 	fi
 
-setup: $(STAMP) sysdeps
+# The browser pages' libraries (TensorFlow.js and its wasm backend), from the lock file;
+# served by the coordinator, never from a CDN. No install scripts run.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+setup: $(STAMP) sysdeps node_modules/.package-lock.json
 
 demo: setup
 	$(VENV)/bin/privml demo --out runs/demo --json runs/demo/summary.json
@@ -53,4 +62,4 @@ bench: setup
 	$(PY) bench/sim_vs_flower.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache .hypothesis
