@@ -27,6 +27,22 @@ VENDOR = {  # URL path -> file under node_modules (UMD builds: they set globalTh
 }
 
 
+def spki_flag(cert_pem: Path) -> str:
+    """The chromium flag that makes it trust this one server certificate (by the sha256 of
+    its public key), as a page of the federation would after installing its CA."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "--ignore-certificate-errors-spki-list=" + base64.b64encode(
+        hashlib.sha256(spki).digest()).decode()
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map: ClassVar[dict[str, str]] = {
         **http.server.SimpleHTTPRequestHandler.extensions_map,

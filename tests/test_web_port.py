@@ -248,3 +248,33 @@ def test_store_checks_kind_ttl_labels_and_schema(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="newer"):
         TokenStore(tmp_path / "tokens.db")
+
+
+def test_current_model_as_tfjs_per_version(ports: Ports) -> None:
+    """The browser's model: model.json and weights.bin at a URL naming the model version;
+    they decode back to the coordinator's parameters; another version is 404 stale_model."""
+    import numpy as np
+
+    from privml import params as pm
+    from privml.models import ModelSpec, from_tfjs_weights
+
+    token = ports.tokens.create("client")
+    auth = {**HDR, "Authorization": f"Bearer {token}"}
+    coord = ports.state.current
+    assert coord is not None
+    with ports.web_client() as h:
+        base = f"/v1/tfjs/{coord.etag}"
+        assert h.get(f"{base}/model.json", headers=HDR).status_code == 401
+        model_json = h.get(f"{base}/model.json", headers=auth)
+        weights = h.get(f"{base}/weights.bin", headers=auth)
+        stale = h.get(f"/v1/tfjs/{'0' * 64}/model.json", headers=auth)
+    assert model_json.status_code == 200 and weights.status_code == 200
+    assert "immutable" in model_json.headers["cache-control"]
+    manifest = model_json.json()["weightsManifest"][0]
+    assert manifest["paths"] == ["weights.bin"]
+    got = from_tfjs_weights(ModelSpec.from_json(coord.model_spec_json), manifest["weights"],
+                            weights.content)
+    want = pm.decode(coord.model_bytes)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert stale.status_code == 404 and stale.json()["error"] == "stale_model"

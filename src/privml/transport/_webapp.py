@@ -152,6 +152,8 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
                     security_events=state.refusals)
         return body
 
+    _tfjs_routes(app, state)
+
     @app.post("/v1/admin/stop")
     async def admin_stop(request: Request) -> dict[str, Any]:
         """End the current run now (its open round is abandoned, clients are told "done");
@@ -173,6 +175,50 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
         return {"run": coord.run_id, "config": coord.config.to_dict()}
 
     return app
+
+
+def _tfjs_routes(app: FastAPI, state: ServerState) -> None:
+    """The current model as a TensorFlow.js LayersModel, at a URL naming its version (the
+    sha256 ETag tasks carry): ``/v1/tfjs/<etag>/model.json`` and its ``weights.bin`` (the
+    manifest's relative path). A version that is no longer current is 404 ``stale_model``,
+    so a page never trains on a model mixed from two versions. Browsers load it with
+    ``tf.loadLayersModel(url, {requestInit: {headers}})``, the token in a header."""
+    cache: dict[str, tuple[bytes, bytes]] = {}  # the current version only
+
+    def converted(version: str) -> tuple[bytes, bytes]:
+        import json
+
+        from privml import params as pm
+        from privml.models import ModelSpec, to_tfjs
+
+        with state.lock:  # the version, its spec and its bytes from one model
+            coord = state.current
+            current = None if coord is None else coord.etag
+            if coord is None or current != version:
+                raise ProtocolError(f"model version {version[:16]!r} is not the current one"
+                                    + ("" if current is None else f" ({current[:16]}...)"),
+                                    code="stale_model", status=404)
+            spec_json, model_bytes = coord.model_spec_json, coord.model_bytes
+        if version not in cache:  # converted outside the lock: rounds go on meanwhile
+            model_json, weights = to_tfjs(ModelSpec.from_json(spec_json),
+                                          pm.decode(model_bytes))
+            cache.clear()
+            cache[version] = (json.dumps(model_json).encode(), weights)
+        return cache[version]
+
+    headers = {"Cache-Control": "private, max-age=31536000, immutable"}
+
+    @app.get("/v1/tfjs/{version}/model.json")
+    async def tfjs_model(version: str) -> Response:
+        body, _ = converted(version)
+        return Response(body, media_type="application/json",
+                        headers={**headers, "ETag": f'"{version}"'})
+
+    @app.get("/v1/tfjs/{version}/weights.bin")
+    async def tfjs_weights(version: str) -> Response:
+        _, body = converted(version)
+        return Response(body, media_type="application/octet-stream",
+                        headers={**headers, "ETag": f'"{version}"'})
 
 
 async def _start_run(state: ServerState, settings: RunRequest) -> Coordinator:
