@@ -307,6 +307,8 @@ def _serve(paths: FederationPaths, out_dir: Path, host: str, ports: tuple[int, i
             out.print(f"run {state.current.run_id}", highlight=False)
         out.print(f"device port (mTLS): {device.url}", highlight=False, soft_wrap=True)
         out.print(f"web port (tokens): {web.url}", highlight=False, soft_wrap=True)
+        out.print(f"browser client page: {web.url}/client  (inference: {web.url}/predict)",
+                  highlight=False, soft_wrap=True)
         out.print(f"CA certificate: {paths.ca_cert}", highlight=False, soft_wrap=True)
         if state.current is None:
             out.print("idle: an admin starts a run with POST /v1/admin/runs", highlight=False)
@@ -409,6 +411,9 @@ def server_cmd(
         metavar="NAME=FILE", help="Share a dataset (.npy, .parquet or .csv) with the clients "
         "at /v1/data/NAME on the device port (privml.load('https://.../v1/data/NAME')). "
         "Repeatable.", show_default=False)] = None,
+    web_demo: Annotated[int, typer.Option(
+        metavar="N", help="Offer browser pages a demo partition: one of N IID parts of the "
+        "--dataset's training split per token (public data only). 0: off.")] = 0,
 ) -> None:
     """Serve the coordinator: one run, or (idle, --keep-serving) runs an admin starts."""
     if not federation.is_dir():
@@ -450,6 +455,10 @@ def server_cmd(
             coord = factory({"rounds": rounds, "clients_per_round": clients_per_round})
         state = ServerState(coord, Revocations(paths.revoked).is_revoked, store=store)
         _share(state, share or [])
+        if web_demo:
+            from privml.transport._webdemo import demo_partitions
+
+            state.demo_data = demo_partitions(dataset, web_demo, seed=seed)
         if keep:
             state.new_run = factory
         elif coord is None:

@@ -25,6 +25,7 @@ from privml.models._spec import ModelSpec
 from privml.models._tfjs import (
     from_tfjs_weights,
     read_tfjs,
+    tfjs_layout,
     tfjs_topology,
     tfjs_weight_spec,
     to_tfjs,
@@ -52,6 +53,7 @@ __all__ = [
     "param_spec_of",
     "read_tfjs",
     "save_model",
+    "tfjs_layout",
     "tfjs_topology",
     "tfjs_weight_spec",
     "to_tfjs",

@@ -36,6 +36,7 @@ from privml.params import Params
 __all__ = [
     "from_tfjs_weights",
     "read_tfjs",
+    "tfjs_layout",
     "tfjs_topology",
     "tfjs_weight_spec",
     "to_tfjs",
@@ -68,6 +69,19 @@ def _tfjs_shape(torch_shape: tuple[int, ...]) -> tuple[int, ...]:
 def tfjs_weight_spec(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """The TF.js weight names and shapes of ``spec``'s model, in layer order."""
     return {_torch_to_tfjs_name(n): _tfjs_shape(s) for n, s in param_spec_of(spec).items()}
+
+
+def tfjs_layout(spec: ModelSpec) -> list[dict[str, Any]]:
+    """How a browser lays its weights out as privml parameters, in the spec's parameter
+    order (the order of the flat vector secure aggregation sums): for each parameter its
+    name, the TF.js weight it comes from, that weight's shape, and ``perm``, the axes
+    permutation (``tf.transpose``) from the TF.js layout to torch's."""
+    perms = {1: [0], 2: [1, 0], 4: [3, 2, 0, 1]}
+    out = []
+    for name, shape in param_spec_of(spec).items():
+        out.append({"param": name, "weight": _torch_to_tfjs_name(name),
+                    "shape": list(_tfjs_shape(shape)), "perm": perms[len(shape)]})
+    return out
 
 
 def _to_tfjs_array(arr: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -170,6 +184,10 @@ def to_tfjs(spec: ModelSpec, params: Mapping[str, npt.NDArray[np.float32]]
         "convertedBy": _CONVERTED_BY,
         "modelTopology": tfjs_topology(spec),
         "weightsManifest": [{"paths": [WEIGHTS_BIN], "weights": manifest}],
+        # TF.js keeps this as the model's getUserDefinedMetadata(); pages read the layout
+        # of the parameter vector from it.
+        "userDefinedMetadata": {"privml": {"layout": tfjs_layout(spec),
+                                           "input_shape": list(spec.input_shape)}},
     }
     return model_json, b"".join(chunks)
 

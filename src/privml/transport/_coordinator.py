@@ -123,6 +123,9 @@ class Coordinator:
         self._broken: Exception | None = None
         self._secure: SecureRound | None = None
         self._secure_mean: Params | None = None
+        # The modular sums secure aggregation revealed (the coordinator sees them anyway),
+        # by round: (survivors, sum). Kept for audits and tests; the last few rounds only.
+        self.secure_sums: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
         self.privacy = (RunPrivacy(config, dim=sum(v.size for v in initial.values()),
                                    run_id=run_id) if config.dp else None)
         if store is not None:
@@ -320,6 +323,10 @@ class Coordinator:
         out = secure.outcome
         if out.mean is not None:
             self._secure_mean = pm.unflatten(out.mean.astype(np.float32), self.spec)
+            assert secure.server.total is not None
+            self.secure_sums[secure.round] = (out.survivors, secure.server.total.copy())
+            for old in sorted(self.secure_sums)[:-8]:
+                del self.secure_sums[old]
         actions: list[Action] = []
         for cid in self.machine.sampled:
             if cid not in out.survivors:

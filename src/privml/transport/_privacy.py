@@ -90,7 +90,14 @@ class RunPrivacy:
 
     def train_options(self) -> dict[str, Any]:
         """What a training task adds: the DP-SGD settings every client must run."""
-        return {"dp": self.dp.train_options()} if isinstance(self.dp, ExampleLevelDP) else {}
+        if isinstance(self.dp, ExampleLevelDP):
+            return {"dp": self.dp.train_options()}
+        if not self.distributed and self.dp.clip is None:
+            # Client unit, central noise, a fixed bound: the coordinator clips every update
+            # anyway; a client may clip it itself first (the browser page does) to send
+            # nothing beyond the bound. Adaptive bounds are not sent: they need the norm bit.
+            return {"client_clip": self.dp.bound}
+        return {}
 
     def status(self) -> dict[str, Any]:
         return ({k: v for k, v in self.dp.summary().items() if k != "ledger"}

@@ -30,13 +30,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from privml._exceptions import ConfigError, PeerError, ProtocolError, RequestError
 from privml.transport._coordinator import Coordinator
 from privml.transport._tokens import TokenStore, kind_of
+from privml.transport._webpages import SECURITY_HEADERS, is_public, page_routes
 from privml.transport.server import (
     HEADER_PROTOCOL,
     PROTOCOL_VERSION,
+    UPDATE_OPENAPI,
     ServerState,
+    client_routes,
     idle_status,
     install_error_handlers,
     refuse,
+    submit_update,
 )
 
 __all__ = ["create_web_app"]
@@ -44,6 +48,11 @@ __all__ = ["create_web_app"]
 log = logging.getLogger("privml.server")
 _ADMIN_PREFIX = "/v1/admin/"
 _UNAUTHENTICATED = frozenset({"/openapi.json"})
+# A browser client's calls: they need a client token (an admin is not a client), and the
+# caller is ``web-<token label>`` to the run.
+_CLIENT_PATHS = ("/v1/enrol", "/v1/task", "/v1/update", "/v1/evaluation", "/v1/secagg/",
+                 "/v1/demo-data")
+WEB_CLIENT_PREFIX = "web-"
 
 
 class RunRequest(BaseModel):
@@ -75,6 +84,15 @@ class RunRequest(BaseModel):
     shamir_threshold: int | None = Field(default=None, ge=1)
 
 
+TFJS_UPDATE_OPENAPI: dict[str, Any] = {
+    **UPDATE_OPENAPI,
+    "requestBody": {"required": True, "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary",
+                   "description": "the update (local - global) as TF.js weights: float32 "
+                   "little-endian, in the model.json manifest's order and shapes"}}}},
+}
+
+
 def _bearer(request: Request) -> str:
     values = request.headers.getlist("authorization")
     if len(values) != 1:
@@ -95,8 +113,12 @@ def _authenticate(request: Request, tokens: TokenStore) -> tuple[str, str]:
         raise RequestError("missing, unknown, expired or revoked token",
                            code="unauthorized", status=401)
     label = tokens.verify(token, kind)
-    if request.url.path.startswith(_ADMIN_PREFIX) and kind != "admin":
+    path = request.url.path
+    if path.startswith(_ADMIN_PREFIX) and kind != "admin":
         raise RequestError("this endpoint needs an admin token", code="forbidden", status=403)
+    if path.startswith(_CLIENT_PATHS) and kind != "client":
+        raise RequestError("this endpoint needs a client token (an admin token does not "
+                           "join runs)", code="forbidden", status=403)
     return kind, label
 
 
@@ -118,8 +140,9 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         who = _who(request)
         try:
-            if request.url.path in _UNAUTHENTICATED:
-                return await call_next(request)
+            if request.url.path in _UNAUTHENTICATED or is_public(request.method,
+                                                                 request.url.path):
+                return _secured(await call_next(request))
             version = request.headers.get(HEADER_PROTOCOL)
             if version != str(PROTOCOL_VERSION):
                 raise RequestError(f"protocol version {version!r} not supported",
@@ -127,11 +150,17 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
             request.state.client = who  # how the shared error handlers name the caller
             kind, label = _authenticate(request, tokens)
             request.state.token = (kind, label)
-            return await call_next(request)
+            if kind == "client":
+                request.state.client = WEB_CLIENT_PREFIX + label
+            return _secured(await call_next(request))
         except PeerError as exc:
-            return refuse(state, request, who, exc)
+            return _secured(refuse(state, request, who, exc))
 
     install_error_handlers(app, state)
+    page_routes(app)
+    client_routes(app, state)
+
+    _browser_routes(app, state)
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
@@ -175,6 +204,39 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
         return {"run": coord.run_id, "config": coord.config.to_dict()}
 
     return app
+
+
+def _browser_routes(app: FastAPI, state: ServerState) -> None:
+    @app.post("/v1/update", openapi_extra=TFJS_UPDATE_OPENAPI)
+    async def update(request: Request) -> Response:
+        """A browser's update: local - global weights in TF.js layout (the model.json
+        manifest's order and shapes, float32 little-endian), checked and converted here."""
+        return await submit_update(state, request, _from_tfjs)
+
+    @app.get("/v1/demo-data")
+    async def demo_data(request: Request) -> Response:
+        """This client's demo partition as CSV, when the server offers one (--web-demo)."""
+        if state.demo_data is None:
+            raise ProtocolError("this coordinator offers no demo data; pick a file of your "
+                                "own", code="no_demo_data", status=404)
+        body = await asyncio.to_thread(state.demo_data, request.state.client)
+        return Response(body, media_type="text/csv")
+
+
+def _secured(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _from_tfjs(coord: Coordinator, body: bytes) -> bytes:
+    from privml import params as pm
+    from privml.models import ModelSpec, from_tfjs_weights, tfjs_weight_spec
+
+    spec = ModelSpec.from_json(coord.model_spec_json)
+    manifest = [{"name": n, "shape": list(s), "dtype": "float32"}
+                for n, s in tfjs_weight_spec(spec).items()]
+    return pm.encode(from_tfjs_weights(spec, manifest, body))
 
 
 def _tfjs_routes(app: FastAPI, state: ServerState) -> None:

@@ -40,8 +40,19 @@ from privml._exceptions import ConfigError, DataError, PeerError, ProtocolError,
 from privml.transport._coordinator import Coordinator, EvaluationReport, UpdateMeta
 from privml.transport._store import CoordinatorStore
 
-__all__ = ["PROTOCOL_VERSION", "SecurityEvent", "ServerState", "create_device_app",
-           "idle_status", "install_error_handlers", "refuse"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SecurityEvent",
+    "ServerState",
+    "client_routes",
+    "create_device_app",
+    "idle_status",
+    "install_error_handlers",
+    "read_body",
+    "refuse",
+    "submit_update",
+    "update_meta",
+]
 
 PROTOCOL_VERSION = 1
 # The update's metadata travels in headers and its parameters as the raw body; both are read
@@ -114,6 +125,7 @@ class ServerState:
     new_run: RunFactory | None = None
     starting: threading.Lock = field(default_factory=threading.Lock)
     shared: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # name: (etag, body)
+    demo_data: Callable[[str], bytes] | None = None  # client id -> CSV (--web-demo)
 
     def share(self, name: str, body: bytes) -> None:
         """Serve ``body`` (typed value bytes) at ``/v1/data/NAME`` with its sha256 ETag."""
@@ -197,7 +209,7 @@ def _peer_identity(request: Request) -> tuple[str, str]:
     return client_id_of(der), cert_fingerprint(der)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise RequestError(f"body of {declared} bytes exceeds the limit {limit}",
@@ -212,7 +224,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _meta(request: Request) -> UpdateMeta:
+def update_meta(request: Request) -> UpdateMeta:
     h = request.headers
     try:
         metrics = json.loads(h.get("x-privml-metrics", "{}"))
@@ -289,6 +301,40 @@ def create_device_app(state: ServerState) -> FastAPI:
         except PeerError as exc:
             return refuse(state, request, client, exc)
 
+    client_routes(app, state)
+
+    @app.get("/v1/model")
+    async def model(request: Request) -> Response:
+        with state.lock:  # the etag and the bytes must come from the same model
+            coord = state.current
+            if coord is None:
+                raise no_run(404)
+            etag, body = f'"{coord.etag}"', coord.model_bytes
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type="application/octet-stream",
+                        headers={"ETag": etag})
+
+    _data_route(app, state)
+
+    @app.post("/v1/update", openapi_extra=UPDATE_OPENAPI)
+    async def update(request: Request) -> Response:
+        return await submit_update(state, request)
+
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        with state.lock:
+            coord = state.current
+            return idle_status() if coord is None else coord.status()
+
+    return app
+
+
+def client_routes(app: FastAPI, state: ServerState) -> None:
+    """What every client asks, on either port: enrol, task, evaluation and the SecAgg+
+    stages. The caller's identity is ``request.state.client``, set by the port's guard
+    (a certificate's CN on the device port, ``web-<token label>`` on the web port)."""
+
     @app.post("/v1/enrol")
     async def enrol(request: Request) -> dict[str, Any]:
         with state.lock:
@@ -315,24 +361,6 @@ def create_device_app(state: ServerState) -> FastAPI:
             # separate event loops, so a cross-loop notification would cost more than it saves.
             await asyncio.sleep(LONG_POLL_STEP)
 
-    @app.get("/v1/model")
-    async def model(request: Request) -> Response:
-        with state.lock:  # the etag and the bytes must come from the same model
-            coord = state.current
-            if coord is None:
-                raise no_run(404)
-            etag, body = f'"{coord.etag}"', coord.model_bytes
-        if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers={"ETag": etag})
-        return Response(body, media_type="application/octet-stream",
-                        headers={"ETag": etag})
-
-    _data_route(app, state)
-
-    @app.post("/v1/update", openapi_extra=UPDATE_OPENAPI)
-    async def update(request: Request) -> Response:
-        return await _submit(state, request)
-
     @app.post("/v1/evaluation")
     async def evaluation(request: Request, report: EvaluationReport) -> dict[str, Any]:
         """The metrics a client measured for the global model on its own held-out data,
@@ -343,14 +371,6 @@ def create_device_app(state: ServerState) -> FastAPI:
 
     _secagg_routes(app, state)
 
-    @app.get("/v1/status")
-    async def status() -> dict[str, Any]:
-        with state.lock:
-            coord = state.current
-            return idle_status() if coord is None else coord.status()
-
-    return app
-
 
 def _secagg_routes(app: FastAPI, state: ServerState) -> None:
     """The SecAgg+ stages (see :mod:`privml.transport._secure`)."""
@@ -360,7 +380,7 @@ def _secagg_routes(app: FastAPI, state: ServerState) -> None:
         """One SecAgg+ message (its byte encoding) for the round's current stage."""
         client = request.state.client
         try:
-            body = await _read_body(request, state.max_body)
+            body = await read_body(request, state.max_body)
             with state.lock:
                 result = state.coordinator.secagg_post(client, step.value, body,
                                                        time.monotonic())
@@ -386,12 +406,20 @@ def _secagg_routes(app: FastAPI, state: ServerState) -> None:
             await asyncio.sleep(LONG_POLL_STEP)
 
 
-async def _submit(state: ServerState, request: Request) -> Response:
+async def submit_update(state: ServerState, request: Request,
+                        convert: Callable[[Coordinator, bytes], bytes] | None = None
+                        ) -> Response:
+    """Check and hand one update to the run. ``convert`` turns the body into privml
+    safetensors bytes first (the web port's browsers send TF.js-layout weights)."""
     client = request.state.client
     try:
-        body = await _read_body(request, state.max_body)
+        body = await read_body(request, state.max_body)
+        meta = update_meta(request)
         with state.lock:
-            result = state.coordinator.submit(client, _meta(request), body, time.monotonic())
+            coord = state.coordinator
+            if convert is not None:
+                body = convert(coord, body)
+            result = coord.submit(client, meta, body, time.monotonic())
     except PeerError as exc:
         return refuse(state, request, client, exc)
     return JSONResponse(result)
