@@ -152,6 +152,9 @@ class _Capturing(FederatedClient):
 
     def _secure_submit(self, task: dict[str, Any], delta: Any, num_examples: int) -> None:
         s = task["secagg"]
+        if s.get("kind") == "ddg":  # noised by the client: nothing exact to compare
+            super()._secure_submit(task, delta, num_examples)
+            return
         fp = FixedPoint(clip=float(s["clip"]), clients=int(s["clients"]),
                         max_weight=int(s["max_weight"]), bits=int(s["bits"]),
                         noise_bound=int(s["noise_bound"]), frac_bits=int(s["frac_bits"]))
@@ -228,12 +231,27 @@ def test_mixed_federation_with_secure_aggregation(world: World) -> None:
             c.encoded[rounds].view(np.int32)[-1] for c in clients)  # the weight lane
         accuracy = _accuracy(coord.model_spec_json, coord.params, world.data)
         assert accuracy >= 0.85, accuracy
+        _screenshot(pages[0][0], world.tmp / "client-page.png")
         for page, rec, k in pages:
             assert _text(page, "#rounds") == str(rounds)
             assert "%" in _text(page, "#accuracy")
             _no_data_in_requests(world, rec, k)
             _only_ciphertext_in_indexeddb(world, page, k, coord)
             assert not [c for c in rec.console if "Content Security Policy" in c], rec.console
+
+
+def _screenshot(page: Any, path: Path) -> None:
+    """The page as a user sees it (``PRIVML_SCREENSHOTS=DIR`` keeps a copy there: the
+    README's image is made this way)."""
+    import os
+    import shutil
+
+    page.set_viewport_size({"width": 900, "height": 1000})
+    page.evaluate("document.querySelector('details').open = true")
+    page.screenshot(path=str(path), full_page=True)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+    if keep := os.environ.get("PRIVML_SCREENSHOTS"):
+        shutil.copy(path, Path(keep) / path.name)
 
 
 def _no_data_in_requests(world: World, rec: _Recorder, k: int) -> None:
@@ -419,3 +437,83 @@ def test_pages_are_public_and_locked_down(world: World) -> None:
         page_headers = h.get("/client").headers
         assert page_headers["x-content-type-options"] == "nosniff"
         assert page_headers["x-frame-options"] == "DENY"
+
+
+def test_a_folder_of_images_and_the_demo_partition(world: World) -> None:
+    """The page reads a folder of images (sub-folder = label, resized to 8x8 grey, scaled to
+    [0, 1]) exactly as the digits are; and the coordinator's demo partition (--web-demo)."""
+    from PIL import Image
+
+    from privml.transport._webdemo import demo_partitions
+
+    folder = world.tmp / "pictures"
+    x, y = world.data.x_train[:12], world.data.y_train[:12]
+    for i, (img, label) in enumerate(zip(x, y, strict=True)):
+        (folder / str(int(label))).mkdir(parents=True, exist_ok=True)
+        grey = np.round(img[:, :, 0] * 255).astype(np.uint8)
+        Image.fromarray(grey, mode="L").resize((32, 32), Image.NEAREST).save(
+            folder / str(int(label)) / f"img-{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    config = RunConfig(rounds=1, clients_per_round=1)
+    with _serving(world, config) as (_coord, state, _device, web):
+        token = world.tokens.create("client", label=f"pictures-{time.monotonic_ns()}")
+        page, _ = _open_client(world, web.url, token, None)
+        page.set_input_files("#images", str(folder))
+        _wait(page, "document.querySelector('#data-msg').textContent !== ''")
+        assert "12 examples" in _text(page, "#data-msg"), _text(page, "#data-msg")
+        got = page.evaluate("""() => ({x: Array.from(window.privmlClient.data.x),
+                                       y: Array.from(window.privmlClient.data.y)})""")
+        # The page's order is the folder listing's: match each of its rows to an image.
+        rows, want = np.array(got["x"]).reshape(12, -1), x.reshape(12, -1)
+        gap = np.abs(rows[:, None, :] - want[None, :, :]).max(axis=2)  # (page, image)
+        match = gap.argmin(axis=1)
+        assert sorted(match) == list(range(12)) and gap.min(axis=1).max() < 1.5 / 255
+        assert [int(v) for v in y[match]] == got["y"]
+        page.click("#demo")  # not offered yet: a clear refusal
+        _wait(page, "document.querySelector('#data-msg').textContent.includes('demo')")
+        assert "offers no demo data" in _text(page, "#data-msg")
+        state.demo_data = demo_partitions("digits", 4)
+        page.click("#demo")
+        _wait(page, "document.querySelector('#data-msg').textContent.includes('partition')")
+        n = int(_text(page, "#data-msg").split()[0])
+        assert n in {len(p) for p in np.array_split(np.arange(len(world.data.x_train)), 4)}
+
+
+@pytest.mark.parametrize("mode", ["example", "distributed"])
+def test_the_page_honours_the_runs_dp_unit(world: World, mode: str) -> None:
+    """Example-level DP: the page runs DP-SGD with the steps the coordinator accounts.
+    Client-level DP with SecAgg+: the page clips, rounds and adds its discrete Gaussian
+    share (DDG) before masking; a Python client does the same and the run's budget is
+    charged for the survivors."""
+    if mode == "example":
+        config = RunConfig(rounds=2, clients_per_round=2, min_clients=2, min_updates=2,
+                           round_timeout=120, epochs=1, dp_unit="example",
+                           target_epsilon=5.0, dp_sample_rate=0.2, secagg=True,
+                           secagg_stage_timeout=60)
+    else:
+        config = RunConfig(rounds=2, clients_per_round=2, min_clients=2, min_updates=2,
+                           round_timeout=120, epochs=1, target_epsilon=20.0, clip_norm=0.5,
+                           secagg=True, secagg_stage_timeout=60)
+    with _serving(world, config) as (coord, _state, device, web):
+        token = world.tokens.create("client", label=f"dp-{mode}-{time.monotonic_ns()}")
+        page, rec = _open_client(world, web.url, token, _csv(world, 4))
+        page.click("#start")
+        (client,) = _python_clients(world, device.url)[:1]
+        thread = threading.Thread(target=client.run, kwargs={"max_seconds": 300},
+                                  daemon=True)
+        thread.start()
+        thread.join(320)
+        _wait(page, "document.querySelector('#train-msg').textContent.includes('finished')")
+        status = coord.status()
+        assert status["completed"] == 2, status
+        privacy = status["privacy"]
+        assert privacy["dp_unit"] == ("example" if mode == "example" else "client")
+        assert 0 < privacy["epsilon"] <= (5.0 if mode == "example" else 20.0) + 1e-9
+        assert _text(page, "#rounds") == "2"
+        log = _text(page, "#log")
+        if mode == "example":
+            assert "DP-SGD" in log and "steps" in log
+        else:
+            assert "distributed discrete Gaussian" in log
+            sent = page.evaluate("window.privmlClient.encoded.values.length")
+            assert sent == sum(int(np.prod(v.shape)) for v in coord.params.values())

@@ -201,6 +201,12 @@ async function train(task) {
     xs.dispose();
   }
   $("progress").value = 1;
+  describe(task);
+  if (opts.dp) {
+    log(`round ${task.round}: DP-SGD, ${result.steps} steps (sample rate ` +
+        `${opts.dp.sample_rate}, noise multiplier ${opts.dp.noise_multiplier}, per-example ` +
+        `clip ${opts.dp.max_grad_norm})`);
+  }
   if (opts.dp && result.steps !== opts.dp.steps) {  // never release more than is accounted
     page.state.skipped = [...(page.state.skipped || []), task.round];
     log(`round ${task.round}: ${result.steps} DP-SGD steps, the run accounts ` +
@@ -214,7 +220,10 @@ async function train(task) {
   model.dispose();
   let delta = new Float32Array(local.length);
   for (let i = 0; i < delta.length; i++) delta[i] = local[i] - global[i];
-  if (opts.client_clip) delta = clipUpdate(delta, opts.client_clip);
+  if (opts.client_clip) {
+    delta = clipUpdate(delta, opts.client_clip);
+    log(`round ${task.round}: update clipped to L2 norm ${opts.client_clip}`);
+  }
   if (task.secagg) {
     await secure(task, m.toParamOrder(delta, art.json), result.numExamples);
   } else {
@@ -224,6 +233,35 @@ async function train(task) {
     await saveState();
     await sendPending();
   }
+}
+
+/** What leaves, in this run's own terms (from the task the coordinator sent). */
+function describe(task) {
+  const opts = task.train || {};
+  const items = [];
+  if (task.secagg) {
+    items.push("The change to the model, masked by secure aggregation: the coordinator " +
+               "can only add it to the others' and sees the sum, never yours");
+  } else {
+    items.push("The change to the model after local training (never your data)");
+  }
+  if (opts.dp) {
+    items.push(`Example-level differential privacy: each of your examples is clipped ` +
+               `and Gaussian noise is added in this page (DP-SGD)`);
+  } else if (task.secagg && task.secagg.kind === "ddg") {
+    items.push("Client-level differential privacy: the change is clipped and noised in " +
+               "this page before it is masked");
+  } else if (opts.client_clip) {
+    items.push(`Client-level differential privacy: the change is clipped to norm ` +
+               `${opts.client_clip} here; the coordinator adds the noise`);
+  }
+  items.push(task.secagg && task.secagg.kind === "ddg" ? "Nothing else"
+    : "How many examples it was trained on");
+  $("leaves").replaceChildren(...items.map((text) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    return li;
+  }));
 }
 
 /** Send the sealed pending update (after training, or after a reload) until it is
@@ -261,6 +299,10 @@ async function secure(task, flat, examples) {
   const s = task.secagg;
   const encoded = s.kind === "ddg" ? ddgEncode(s, flat)
     : new FixedPoint(s).encode(flat, Math.max(1, examples));
+  if (s.kind === "ddg") {
+    log(`round ${task.round}: update clipped to ${s.clip}, rounded and noised with the ` +
+        `distributed discrete Gaussian (sigma ${Number(s.sigma).toFixed(2)} grid steps)`);
+  }
   page.encoded = {round: task.round, values: encoded};  // the last input (page memory only)
   const client = new SecAggClient({run: task.run, round: task.round,
                                    clientId: page.state.clientId});
