@@ -92,7 +92,7 @@ def test_browser_loads_the_coordinators_model_over_tls_with_a_token(tmp_path: Pa
     from privml.transport._webapp import create_web_app
     from privml.transport.server import ServerState
     from privml.transport.tls import Revocations, init_federation, server_ssl_context
-    from tests._browser import ROOT, spki_flag
+    from tests._browser import spki_flag
 
     paths = init_federation(tmp_path / "fed")
     spec = zoo("cnn", input_shape=(8, 8, 1), num_classes=10)
@@ -112,8 +112,7 @@ def test_browser_loads_the_coordinators_model_over_tls_with_a_token(tmp_path: Pa
                                      args=[*FLAGS, spki_flag(paths.server_cert)])
         try:
             page = browser.new_page()
-            page.goto(f"{web.url}/openapi.json")  # an https page of the coordinator's origin
-            page.add_script_tag(path=ROOT / "node_modules/@tensorflow/tfjs/dist/tf.min.js")
+            page.goto(f"{web.url}/predict")  # the coordinator's own page: it loads TF.js
             got = page.evaluate(_FROM_COORDINATOR, [f"{web.url}/v1/tfjs/{coord.etag}/model.json",
                                                     token, list(x.shape), x.ravel().tolist()])
         finally:

@@ -77,7 +77,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     folder = tmp_path_factory.mktemp("secagg-protocol")
-    for name in ("crypto.js", "protocol.js"):
+    for name in ("crypto.js", "messages.js", "protocol.js"):
         shutil.copy(ROOT / "src" / "privml" / "web" / "secagg" / name, folder / name)
     (folder / "index.html").write_text(
         '<!doctype html><meta charset="utf-8"><title>secagg protocol check</title>')

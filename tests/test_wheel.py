@@ -36,7 +36,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_pages_modules_and_npm_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for page in ("client.html", "predict.html", "client.js", "predict.js", "api.js",
-                 "model.js", "dp.js", "store.js", "secagg/crypto.js", "secagg/protocol.js",
+                 "model.js", "dp.js", "store.js", "secagg/crypto.js", "secagg/messages.js",
+                 "secagg/protocol.js",
                  "privml.css", "csp-shim.js", "vendor.json"):
         assert f"privml/web/{page}" in names, page
     for name in VENDORED:

@@ -1,6 +1,13 @@
 """The web-port application: TLS 1.3 without client certificates, bearer tokens only.
 
-Every request (bar ``/openapi.json``) needs the protocol header and exactly one
+It serves browsers: the public pages and their scripts (:mod:`._webpages`: ``/client``,
+``/predict``, ``/web/``, ``/vendor/``, all with strict security headers), and the API. A
+client token (``pmt_``) makes a browser a client of the run named ``web-<token label>``: it
+enrols, asks for tasks, sends updates (TF.js-layout weights, converted and checked here into
+privml parameters), reports evaluations and walks the SecAgg+ stages exactly as a Python
+client does on the device port, through the same coordinator calls.
+
+Every API request (bar ``/openapi.json``) needs the protocol header and exactly one
 ``Authorization: Bearer <token>`` header. Tokens are read from that header and nowhere else —
 a token in a URL ends up in proxy logs and browser history — so a query-string token is
 simply not a credential. The token's prefix names its kind; the store verifies it (hash,
