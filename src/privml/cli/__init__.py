@@ -2,6 +2,7 @@
 
 from privml.cli import (  # noqa: F401  (importing registers the commands)
     _anonymize,
+    _audit,
     _certs,
     _net,
     _predict,

@@ -1,0 +1,89 @@
+"""``privml audit deployment|config|model|deps|privacy``: findings, not first failures.
+
+Every command prints a table of findings (id, severity, evidence, fix), can write the same
+report as ``--json``, ``--sarif`` (code scanning in CI) and ``--html`` (self-contained), and
+exits 1 when a finding at or above ``--fail-on`` (default: high) exists — 0 otherwise, 2 for
+bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from privml.cli._app import app, guarded, out
+
+audit_app = typer.Typer(
+    name="audit", no_args_is_help=True,
+    help="Security and privacy audits: a live deployment, a configuration, model files, "
+    "dependencies, a trained model's privacy.")
+app.add_typer(audit_app, name="audit")
+
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.",
+                                              show_default=False)]
+SarifOpt = Annotated[Path | None, typer.Option(
+    "--sarif", help="Write the report as SARIF 2.1.0 (code scanning).", show_default=False)]
+HtmlOpt = Annotated[Path | None, typer.Option(
+    "--html", help="Write a self-contained HTML report.", show_default=False)]
+FailOpt = Annotated[str, typer.Option(
+    "--fail-on", help="Exit 1 when a finding at or above this severity exists: critical, "
+    "high, medium, low or info.")]
+
+
+def _finish(report: object, json_path: Path | None, sarif: Path | None, html: Path | None,
+            fail_on: str) -> None:
+    from privml.audit import AuditReport, Severity
+    from privml.audit._output import print_report, to_html, to_json, to_sarif
+
+    assert isinstance(report, AuditReport)
+    threshold = Severity.parse(fail_on)
+    print_report(report, out)
+    for path, render in ((json_path, to_json), (sarif, to_sarif), (html, to_html)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(render(report))
+            tmp.replace(path)
+            out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if report.failing(threshold):
+        raise typer.Exit(code=1)
+
+
+@audit_app.command("deployment")
+@guarded
+def deployment_cmd(
+    url: Annotated[str, typer.Option(help="The coordinator's web port, https://HOST:PORT.")],
+    ca: Annotated[Path | None, typer.Option(
+        help="The federation's CA certificate (default: the system's).",
+        show_default=False)] = None,
+    device_url: Annotated[str | None, typer.Option(
+        help="The device port too (mutual TLS), https://HOST:PORT.", show_default=False)]
+    = None,
+    token: Annotated[str | None, typer.Option(
+        envvar="PRIVML_AUDIT_TOKEN", help="A client token, to check that admin endpoints "
+        "refuse it and that the size limit holds (env PRIVML_AUDIT_TOKEN).",
+        show_default=False)] = None,
+    json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
+    fail_on: FailOpt = "high",
+) -> None:
+    """Probe a running coordinator: TLS, certificates, authentication, headers, limits."""
+    from privml.audit._deployment import audit_deployment
+
+    report = audit_deployment(url, device_url=device_url, ca=ca, token=token)
+    _finish(report, json_path, sarif, html, fail_on)
+
+
+@audit_app.command("config")
+@guarded
+def config_cmd(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="JSON or YAML settings.",
+                                         show_default=False)],
+    json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
+    fail_on: FailOpt = "high",
+) -> None:
+    """Check a federation's settings: TLS, secure aggregation, DP, thresholds, budget."""
+    from privml.audit._config import audit_config
+
+    _finish(audit_config(file), json_path, sarif, html, fail_on)
