@@ -11,7 +11,7 @@ import privml
 
 PACKAGES = ["privml", "privml.params", "privml.protocol", "privml.strategies", "privml.data",
             "privml.models", "privml.train", "privml.sim", "privml.cli", "privml.transport",
-            "privml.secagg", "privml.secagg.hazmat", "privml.dp"]
+            "privml.secagg", "privml.secagg.hazmat", "privml.dp", "privml.audit"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -2,33 +2,28 @@
 
 Theory of operation
 -------------------
-pip-audit does the auditing; this module picks its inputs and reads its JSON report. It runs
-as a subprocess (``python -m pip_audit --format json``), so a crash in it or in pip becomes a
-finding, never an exception here. Packages come from this interpreter's environment (pip-audit
-runs ``pip list``), from another one (``python=`` an interpreter or venv: it is asked for its
-``site-packages`` folders, which pip-audit lists with ``--path``; pip need not be installed
-there), or from a requirements list read as written (``-r FILE --no-deps --disable-pip``:
-every line pinned with ``==``; nothing is resolved, downloaded or installed).
+pip-audit does the auditing, as a subprocess (``python -m pip_audit --format json``): a crash
+in it or in pip is a finding, never an exception here. Packages come from this interpreter's
+environment (``pip list``), another one (``python=``: it names its ``site-packages`` folders,
+which pip-audit lists with ``--path``; no pip needed there), or a requirements list taken as
+written (``-r FILE --no-deps --disable-pip``: pinned with ``==``, nothing resolved or
+installed). Advisories come from PyPI (pip-audit's default; network), an OSV endpoint URL
+(``-s osv --osv-url URL``) or an OSV file, which :func:`serve_advisories` serves on 127.0.0.1
+as OSV's ``POST /v1/query`` (``{"package": {"name", "ecosystem"}, "version"}`` → ``{"vulns":
+[record, ...]}`` or ``{}``; versions matched against ``versions`` and ECOSYSTEM/SEMVER
+``ranges`` as OSV specifies), since pip-audit has no offline mode.
 
-Advisories come from pip-audit's default (PyPI's JSON API, network), an OSV endpoint given as
-an ``http(s)://`` URL (``-s osv --osv-url URL``), or an OSV file. pip-audit has no offline
-mode, so a file is served by :func:`serve_advisories`: a small HTTP server on 127.0.0.1 that
-answers OSV's ``POST /v1/query`` (``{"package": {"name", "ecosystem"}, "version"}`` →
-``{"vulns": [record, ...]}``, or ``{}``) by matching the version against each record's
-``versions`` and ECOSYSTEM/SEMVER ``ranges``, in OSV's evaluation order.
+============  =======  ========================================================================
+id            sev.     meaning
+============  =======  ========================================================================
+PMA-DEPS-001  HIGH(*)  a package version has known advisories
+PMA-DEPS-002  MEDIUM   a package not checked (editable, not on the index, URL/path, unpinned)
+PMA-DEPS-003  HIGH     no report: pip-audit failed or timed out, or the advisory endpoint is down
+============  =======  ========================================================================
 
-============  ========  ========================================================================
-id            severity  meaning
-============  ========  ========================================================================
-PMA-DEPS-001  HIGH *    a package version has known advisories (* or the advisory's own:
-                        ``database_specific.severity``, else its CVSS v3 vector's base score)
-PMA-DEPS-002  MEDIUM    a package pip-audit skipped (not on the index, a URL or local path, no
-                        pinned version), or nothing at all was found to audit
-PMA-DEPS-003  HIGH      pip-audit gave no report: it failed, timed out, or the advisory
-                        endpoint was unreachable or erroring (so nothing was checked)
-============  ========  ========================================================================
-
-A package checked and clean is listed in ``report.passed`` as ``name==version``.
+(*) or the advisory's ``database_specific.severity``, else its CVSS v3 base score. A package
+checked and clean is listed in ``report.passed`` as ``name==version``; nothing found to audit
+at all is a PMA-DEPS-002 too.
 """
 
 from __future__ import annotations
@@ -41,13 +36,13 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion, Version
 
 from privml._exceptions import ConfigError
@@ -69,10 +64,8 @@ def load_advisories(path: Path | str) -> list[dict[str, Any]]:
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"advisories file {p}: cannot read it ({exc.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"advisories file {p} is not JSON: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
+        raise ConfigError(f"advisories file {p} is not a readable JSON file: {exc}") from None
     _need(isinstance(data, list), f"advisories file {p}",
           f"must hold a JSON list of OSV records, not a {type(data).__name__}")
     for i, record in enumerate(data):
@@ -85,26 +78,24 @@ def _need(ok: bool, where: str, what: str) -> None:
         raise ConfigError(f"{where}: {what}")
 
 
-def _strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
 def _check_record(record: Any, where: str) -> None:
     _need(isinstance(record, dict), where, "an OSV record must be an object")
     _need(isinstance(record.get("id"), str) and bool(record["id"]), where, "no 'id'")
     where = f"{where} ({record['id']})"
-    _need(_strings(record.get("aliases", [])), where, "'aliases' must be a list of strings")
+    aliases = record.get("aliases", [])
+    _need(isinstance(aliases, list) and all(isinstance(a, str) for a in aliases), where,
+          "'aliases' must be a list of strings")
     affected = record.get("affected")
     _need(isinstance(affected, list) and bool(affected), where, "no 'affected' list")
     for entry in affected:
-        pkg = entry.get("package") if isinstance(entry, dict) else None
+        pkg: Any = entry.get("package") if isinstance(entry, dict) else None
         _need(isinstance(pkg, dict) and isinstance(pkg.get("name"), str)
               and isinstance(pkg.get("ecosystem"), str), where,
               "each 'affected' entry needs a package name and ecosystem")
         versions, ranges = entry.get("versions", []), entry.get("ranges", [])
-        _need(_strings(versions), where, "'versions' must be a list of strings")
-        _need(isinstance(ranges, list) and bool(ranges or versions), where,
-              f"{pkg['name']} has no 'ranges' and no 'versions'")
+        _need(isinstance(versions, list) and all(isinstance(v, str) for v in versions)
+              and isinstance(ranges, list) and bool(ranges or versions), where,
+              f"{pkg['name']} needs 'ranges' or 'versions' (a list of version strings)")
         for rng in ranges:
             _check_range(rng, f"{where}, {pkg['name']}", pkg["ecosystem"] == "PyPI")
 
@@ -119,32 +110,23 @@ def _check_range(rng: Any, where: str, pypi: bool) -> None:
               and isinstance(next(iter(event.values())), str), where,
               f"bad range event {event!r} (one of {', '.join(_EVENTS)}, with a version)")
         value = next(iter(event.values()))
-        try:
-            if pypi and rng["type"] != "GIT" and value != "0":
+        if pypi and rng["type"] != "GIT" and value != "0":  # a git range holds commits
+            try:
                 Version(value)
-        except InvalidVersion:
-            raise ConfigError(f"{where}: bad version {value!r} in a range event") from None
+            except InvalidVersion:
+                raise ConfigError(f"{where}: bad version {value!r} in a range event") from None
     _need(any("introduced" in e for e in events), where, "a range needs an 'introduced' event")
 
 
 def _affects(record: Mapping[str, Any], name: str, version: Version) -> bool:
     """Whether ``record`` names the canonical ``name`` at ``version``."""
-    for entry in record["affected"]:
-        pkg = entry["package"]
-        if pkg["ecosystem"] != "PyPI" or canonicalize_name(pkg["name"]) != name:
-            continue
-        if any(_same(v, version) for v in entry.get("versions", [])) or any(
-                _in_range(r["events"], version) for r in entry.get("ranges", [])
-                if r["type"] != "GIT"):
-            return True
-    return False
-
-
-def _same(text: str, version: Version) -> bool:
-    try:
-        return Version(text) == version
-    except InvalidVersion:  # a legacy version in an old record: compare as written
-        return text == str(version)
+    exact = canonicalize_version(version)  # "2.6" is "2.6.0"; a legacy string stays as is
+    return any(
+        pkg["ecosystem"] == "PyPI" and canonicalize_name(pkg["name"]) == name and (
+            exact in map(canonicalize_version, entry.get("versions", []))
+            or any(_in_range(r["events"], version) for r in entry.get("ranges", [])
+                   if r["type"] != "GIT"))
+        for entry in record["affected"] for pkg in [entry["package"]])
 
 
 def _in_range(events: Sequence[Mapping[str, str]], version: Version) -> bool:
@@ -250,9 +232,7 @@ def _cvss3(vector: str) -> float | None:
     except (KeyError, ValueError):
         return None
     impact = 7.52 * (iss - 0.029) - 3.25 * (iss - 0.02) ** 15 if changed else 6.42 * iss
-    if impact <= 0:
-        return 0.0
-    raw = round(min((1.08 if changed else 1.0) * (impact + reach), 10.0) * 100_000)
+    raw = round(min((1.08 if changed else 1) * (impact + reach), 10) * 100_000) if impact > 0 else 0
     return raw / 100_000 if raw % 10_000 == 0 else (raw // 10_000 + 1) / 10.0  # "Roundup"
 
 
@@ -260,75 +240,58 @@ def _cvss3(vector: str) -> float | None:
 
 def audit_deps(*, requirements: Path | None = None, python: Path | None = None,
                advisories: str | None = None, timeout: float = 300) -> AuditReport:
-    """Audit an environment (this one, or ``python``'s) or a pinned ``requirements`` list."""
+    """Audit an environment (this one, or ``python``'s) or a pinned ``requirements`` list.
+
+    Bad arguments (both sources, a missing file, a malformed advisory file) raise ConfigError;
+    whatever goes wrong in the audit itself is a finding. ``timeout`` bounds the pip-audit run.
+    """
     lines: dict[str, str] = {}
     if requirements is not None and python is not None:
         raise ConfigError("audit a requirements list or an environment, not both")
     if requirements is not None:
         _need(Path(requirements).is_file(), f"requirements file {requirements}", "not found")
         source, target = ["-r", str(requirements), "--no-deps", "--disable-pip"], str(requirements)
-        lines = _requirement_lines(Path(requirements))
+        # pip-audit names an unpinnable requirement by its canonicalized line ("./pkg" is
+        # "-/pkg"): map it back to the line as written, for the finding.
+        text = Path(requirements).read_text(encoding="utf-8", errors="replace")
+        lines = {canonicalize_name(ln.strip()): ln.strip() for ln in text.splitlines()}
     elif python is not None:
-        interpreter = _interpreter(Path(python))
-        source = [a for d in _site_dirs(interpreter, timeout) for a in ("--path", d)]
-        target = str(interpreter)
+        interpreter, dirs = _site_dirs(Path(python), timeout)
+        source, target = [a for d in dirs for a in ("--path", d)], str(interpreter)
     else:
         source, target = [], sys.executable
-    report = AuditReport(kind="deps", target=target)
-    report.metrics["advisories"] = advisories or "pypi"
-    by_id: dict[str, dict[str, Any]] = {}
-    with ExitStack() as stack:
-        if advisories is None:
-            service = ["-s", "pypi"]
-        elif urlsplit(advisories).scheme in ("http", "https"):
-            service = ["-s", "osv", "--osv-url", advisories]
-        else:
-            records = load_advisories(advisories)
-            by_id = {key: r for r in records for key in (*r.get("aliases", []), r["id"])}
-            service = ["-s", "osv", "--osv-url", stack.enter_context(serve_advisories(records))]
+    report = AuditReport(kind="deps", target=target, metrics={"advisories": advisories or "pypi"})
+    records = (None if advisories is None or urlsplit(advisories).scheme in ("http", "https")
+               else load_advisories(advisories))
+    by_id = {key: r for r in records or [] for key in (*r.get("aliases", []), r["id"])}
+    with serve_advisories(records) if records is not None else nullcontext(advisories) as url:
+        service = ["-s", "osv", "--osv-url", url] if url else ["-s", "pypi"]
         result = _run_pip_audit([*service, *source], timeout)
     if isinstance(result, str):
         down = any(word in result for word in _DOWN)
-        report.add(Finding(
-            "PMA-DEPS-003", Severity.HIGH, ("advisory database unreachable or erroring" if down
-                                            else "pip-audit failed") + ": nothing was checked",
-            result[:500], "check the advisory endpoint is up and answers OSV queries" if down
-            else "fix the cause shown and run the audit again", target))
+        what = "advisory database unreachable or erroring" if down else "pip-audit failed"
+        report.add(Finding("PMA-DEPS-003", Severity.HIGH, f"{what}: nothing was checked",
+                           result[:500], "make the advisory endpoint answer OSV queries" if down
+                           else "fix the cause shown and audit again", target))
     else:
         _read(report, result, by_id, lines)
     return report
 
 
-def _requirement_lines(path: Path) -> dict[str, str]:
-    # pip-audit names an unpinnable requirement by its canonicalized line ("./pkg" becomes
-    # "-/pkg"); this maps that back to the line as written, for the finding.
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return {}
-    return {canonicalize_name(ln.strip()): ln.strip() for ln in text.splitlines() if ln.strip()}
-
-
-def _interpreter(python: Path) -> Path:
+def _site_dirs(python: Path, timeout: float) -> tuple[Path, list[str]]:
+    """``python`` (an interpreter or a venv folder) and its site-packages folders."""
     if python.is_dir():
-        found = [p for p in (python / "bin" / "python", python / "Scripts" / "python.exe")
-                 if p.is_file()]
-        _need(bool(found), str(python), "not a virtual environment (no bin/python in it)")
-        return found[0]
+        python = next((p for p in (python / "bin" / "python", python / "Scripts" / "python.exe")
+                       if p.is_file()), python / "bin" / "python")
     _need(python.is_file(), f"python interpreter {python}", "not found")
-    return python
-
-
-def _site_dirs(interpreter: Path, timeout: float) -> list[str]:
     try:
-        proc = subprocess.run([str(interpreter), "-E", "-c", _SITE_DIRS], capture_output=True,
+        proc = subprocess.run([str(python), "-E", "-c", _SITE_DIRS], capture_output=True,
                               text=True, timeout=min(timeout, 60), check=True)
-        dirs = {os.path.realpath(d): d for d in reversed(json.loads(proc.stdout))
-                if os.path.isdir(d)}
+        dirs = {os.path.realpath(d): d for d in json.loads(proc.stdout) if os.path.isdir(d)}
     except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot ask {interpreter} for its site-packages: {exc}") from None
-    _need(bool(dirs), str(interpreter), "no site-packages folder to audit")
-    return list(reversed(dirs.values()))
+        raise ConfigError(f"cannot ask {python} for its site-packages: {exc}") from None
+    _need(bool(dirs), str(python), "no site-packages folder to audit")
+    return python, list(dirs.values())  # one name per folder: lib64 is often a link to lib
 
 
 def _run_pip_audit(args: list[str], timeout: float) -> dict[str, Any] | str:
@@ -338,6 +301,7 @@ def _run_pip_audit(args: list[str], timeout: float) -> dict[str, Any] | str:
         out = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip_audit", "--format", "json", "--desc", "on",
                "--aliases", "on", "--progress-spinner", "off", "--output", str(out),
+               "--skip-editable",  # a local checkout is no release: report it unchecked
                "--timeout", str(max(1, min(int(timeout), 30))), *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
@@ -347,8 +311,9 @@ def _run_pip_audit(args: list[str], timeout: float) -> dict[str, Any] | str:
         except OSError as exc:
             return f"pip-audit could not start: {exc}"
         lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-        last = (lines[-1] if lines else f"exit code {proc.returncode}").removeprefix(
-            "ERROR:pip_audit._cli:")
+        last = (lines or [f"exit code {proc.returncode}"])[-1].removeprefix("ERROR:pip_audit._cli:")
+        errors = [ln for ln in lines if "Error: " in ln]  # a bare final line: say what raised
+        last = f"{last} ({errors[-1]})" if ": " not in last and errors else last
         try:  # exit code 1 with a report means "vulnerabilities found"
             data = json.loads(out.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -365,8 +330,7 @@ def _read(report: AuditReport, data: Mapping[str, Any],
     report.metrics.update(packages=len(deps), skipped=0, vulnerable=0)
     if not deps:
         report.add(Finding("PMA-DEPS-002", Severity.MEDIUM, "no packages found to audit",
-                           "pip-audit listed no packages", "point the audit at the right "
-                           "environment or requirements file", report.target))
+                           "pip-audit listed none", "audit the right environment", report.target))
     for dep in deps:
         name = str(dep.get("name"))
         if "skip_reason" in dep or "version" not in dep:
@@ -384,8 +348,8 @@ def _read(report: AuditReport, data: Mapping[str, Any],
 
 def _vulnerable(name: str, version: str, vulns: Sequence[Mapping[str, Any]],
                 by_id: Mapping[str, Mapping[str, Any]]) -> Finding:
-    current, notes, unfixed = Version(version), [], []
-    severity, upgrade = Severity.INFO, Version(version)
+    current = upgrade = Version(version)
+    severity, notes, unfixed = Severity.INFO, [], []
     for vuln in vulns:
         ids = [str(vuln.get("id")), *sorted(map(str, vuln.get("aliases", [])))]
         severity = max(severity, _severity(next((by_id[i] for i in ids if i in by_id), None)))
@@ -402,7 +366,6 @@ def _vulnerable(name: str, version: str, vulns: Sequence[Mapping[str, Any]],
     if unfixed:
         fix.append(f"no fixed release for {', '.join(unfixed)}: remove or replace {name}, "
                    "or accept the risk explicitly")
-    plural = "y" if len(vulns) == 1 else "ies"
     return Finding("PMA-DEPS-001", severity, f"{name} {version} has {len(vulns)} known "
-                   f"vulnerabilit{plural}", f"{name}=={version}: " + "; ".join(notes),
-                   "; ".join(fix), f"{name}=={version}")
+                   f"vulnerabilit{'y' if len(vulns) == 1 else 'ies'}",
+                   f"{name}=={version}: " + "; ".join(notes), "; ".join(fix), f"{name}=={version}")

@@ -87,3 +87,68 @@ def config_cmd(
     from privml.audit._config import audit_config
 
     _finish(audit_config(file), json_path, sarif, html, fail_on)
+
+
+@audit_app.command("privacy")
+@guarded
+def privacy_cmd(
+    run: Annotated[int, typer.Option(help="The run's id (privml runs).")],
+    db: Annotated[Path | None, typer.Option(help="Run database (default: "
+                                            "$PRIVML_HOME/runs.db).", show_default=False)]
+    = None,
+    model: Annotated[Path | None, typer.Option(help="The run's final model (default: the "
+                                               "file it saved).", show_default=False)] = None,
+    members: Annotated[int, typer.Option(help="Training and test examples the loss "
+                                         "attack compares (each).")] = 1000,
+    beta: Annotated[float, typer.Option(help="1 - confidence of the empirical bound.")]
+    = 0.05,
+    json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
+    fail_on: FailOpt = "high",
+) -> None:
+    """The run's privacy: its ledger against its target, a membership-inference attack on
+    its model, and the one-run empirical epsilon lower bound from its canaries."""
+    from privml.audit._privacy import audit_privacy
+
+    _finish(audit_privacy(run, db=db, model=model, members=members, beta=beta), json_path,
+            sarif, html, fail_on)
+
+
+@audit_app.command("deps")
+@guarded
+def deps_cmd(
+    requirements: Annotated[Path | None, typer.Option(
+        "--requirements", "-r", help="Audit this pinned requirements list (no installs: "
+        "pip-audit's --no-deps --disable-pip) instead of an environment.",
+        show_default=False)] = None,
+    python: Annotated[Path | None, typer.Option(
+        help="Audit another environment: its python or venv folder (default: this one).",
+        show_default=False)] = None,
+    advisories: Annotated[str | None, typer.Option(
+        help="Offline: an OSV-format advisory file (served to pip-audit on loopback), or "
+        "a local OSV endpoint URL. Default: PyPI's advisory database (network).",
+        show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds pip-audit may take.")] = 300.0,
+    json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
+    fail_on: FailOpt = "high",
+) -> None:
+    """Installed packages (or a requirements list) against known vulnerabilities; a
+    package that could not be checked is a finding, never a silent pass."""
+    from privml.audit._deps import audit_deps
+
+    _finish(audit_deps(requirements=requirements, python=python, advisories=advisories,
+                       timeout=timeout), json_path, sarif, html, fail_on)
+
+
+@audit_app.command("model")
+@guarded
+def model_cmd(
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="A model file or a folder.",
+                                         show_default=False)],
+    json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
+    fail_on: FailOpt = "high",
+) -> None:
+    """Model files scanned, never loaded: safetensors pass; pickles are checked with
+    picklescan's strict policy, and anything but a plain tensor state dict is a finding."""
+    from privml.audit._model import audit_model
+
+    _finish(audit_model(path), json_path, sarif, html, fail_on)

@@ -25,13 +25,21 @@ def _alpha(value: str) -> float | None:
 
 
 def _finish(result: object, *, kind: str, json_path: Path | None, plot: Path | None,
-            save_model: Path | None, db: Path | None, title: str) -> dict[str, object]:
+            save_model: Path | None, db: Path | None, title: str,
+            canaries: dict[str, object] | None = None) -> dict[str, object]:
     from privml.sim import RunStore, SimResult, plot_history
 
     assert isinstance(result, SimResult)
     summary = result.summary()
+    config = summary["config"]
+    assert isinstance(config, dict)
+    if canaries is not None:  # the audit's secret: in the run database, not the JSON
+        config["audit_canaries"] = canaries
+    if save_model is not None:  # where `privml audit privacy --run` finds the model
+        config["model_file"] = str(save_model.resolve())
     with RunStore(db) as store:
-        summary["run_id"] = store.add(result, kind=kind)
+        summary["run_id"] = store.add_summary(summary, kind=kind)
+    config.pop("audit_canaries", None)
     if plot is not None:
         summary["plot"] = str(plot_history(result.history, plot, title=title))
     if save_model is not None and result.model_spec_json is not None:
@@ -119,6 +127,9 @@ def sim_cmd(
     dp_sampling: Annotated[str, typer.Option(
         help="Client-level DP: 'poisson' (rate per-round/clients) or 'fixed'.")] = "poisson",
     accountant: Annotated[str, typer.Option(help="'rdp' or 'pld'.")] = "rdp",
+    audit_canaries: Annotated[int, typer.Option(
+        metavar="N", help="Insert N canaries for `privml audit privacy` (each in the "
+        "training data with probability 1/2, secretly). 0: none.")] = 0,
 ) -> None:
     """Run a federated simulation in this process."""
     from privml.sim import SimConfig, run_simulation
@@ -135,9 +146,17 @@ def sim_cmd(
                     dp_sampling=dp_sampling, accountant=accountant)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}")
-    result = run_simulation(cfg, progress=progress, threads=threads or None)
+    ds, canaries = None, None
+    if audit_canaries:
+        from privml.audit._canaries import with_canaries
+        from privml.data import load_dataset
+
+        ds, record = with_canaries(load_dataset(
+            dataset, seed=seed, path=data_path, label=label), audit_canaries)
+        canaries = record.to_dict()
+    result = run_simulation(cfg, dataset=ds, progress=progress, threads=threads or None)
     _finish(result, kind="sim", json_path=json_path, plot=plot, save_model=save_model, db=db,
-            title=f"privml sim: {dataset}/{model}, {strategy}")
+            title=f"privml sim: {dataset}/{model}, {strategy}", canaries=canaries)
 
 
 @app.command("demo")

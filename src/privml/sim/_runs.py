@@ -143,6 +143,16 @@ class RunStore:
                  for i, e in enumerate(s.get("ledger", []))])
         return run_id
 
+    def run(self, run_id: int) -> tuple[RunRow, dict[str, Any]]:
+        """One run's row and its configuration; DataError if there is no such run."""
+        row = self._db.execute(
+            "SELECT id, started_at, kind, dataset, model, strategy, clients, rounds,"
+            " final_accuracy, final_loss, seconds_total, seconds_per_round, config"
+            " FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise DataError(f"no run {run_id} in {self.path}")
+        return RunRow(*row[:-1]), json.loads(row[-1])
+
     def ledger(self, run_id: int) -> list[dict[str, Any]]:
         """The run's privacy ledger, in the order the events were composed."""
         cur = self._db.execute(

@@ -1,0 +1,233 @@
+"""``privml audit privacy --run RUN``: the privacy a run claims, and what can be measured.
+
+Theory of operation: first the claim — the run's privacy ledger (every DP event it composed,
+in the run database) gives ε spent, δ, the accountant and the DP unit, checked against the
+run's target. Then the evidence, from the run's final model (``--save-model`` of the run,
+or ``--model``):
+
+- a loss-threshold membership-inference attack (Yeom et al. 2018): training examples
+  against held-out test examples, reported as AUC and TPR at 1 % and 0.1 % FPR with
+  Clopper-Pearson intervals (:mod:`privml.audit._mia`);
+- the one-run audit (Steinke, Nasr & Jagielski 2023) when the run was trained with
+  ``--audit-canaries N``: each canary's loss scores its secret inclusion bit, giving an
+  empirical lower bound on ε at confidence 1 - β, set beside the accountant's ε.
+
+    id            severity  finding
+    PMA-PRIV-001  high      the run used no differential privacy (no ledger)
+    PMA-PRIV-002  high      ε spent exceeds the run's target
+    PMA-PRIV-003  medium    the loss attack's AUC is clearly above 0.5 (lower CI > 0.55)
+    PMA-PRIV-004  critical  the empirical lower bound exceeds the accountant's ε (a bug)
+    PMA-PRIV-005  medium    the empirical audit could not run (no model file)
+    PMA-PRIV-006  low       no canaries: the one-run audit did not run
+
+An empirical bound is one-sided: 0 means "nothing detected", never "private"; only the
+accountant's ε is a guarantee, and the audit's job is to catch a guarantee that is false.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from privml._exceptions import ConfigError
+from privml.audit._findings import AuditReport, Finding, Severity
+
+__all__ = ["audit_privacy"]
+
+
+def _losses(model: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), 512):
+            logits = model(torch.from_numpy(np.ascontiguousarray(x[start:start + 512])))
+            out.append(torch.nn.functional.cross_entropy(
+                logits, torch.from_numpy(y[start:start + 512]), reduction="none").numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def audit_privacy(run_id: int, *, db: Path | None = None, model: Path | None = None,
+                  members: int = 1000, beta: float = 0.05) -> AuditReport:
+    """Audit run ``run_id`` of the run database ``db`` (default: $PRIVML_HOME/runs.db)."""
+    from privml.sim import RunStore
+
+    if members < 10:
+        raise ConfigError(f"--members must be at least 10, got {members}")
+    with RunStore(db) as store:
+        row, config = store.run(run_id)
+        ledger = store.ledger(run_id)
+    report = AuditReport("privacy", f"run {run_id} ({row.dataset}/{row.model})")
+    target = str(report.target)
+
+    def add(id_: str, severity: Severity, title: str, evidence: str, fix: str) -> None:
+        report.add(Finding(id_, severity, title, evidence, fix, target=target))
+
+    eps = _claim(config, ledger, report, add)
+    path = model or (Path(config["model_file"]) if config.get("model_file") else None)
+    if path is None or not Path(path).is_file():
+        add("PMA-PRIV-005", Severity.MEDIUM, "the empirical audit could not run",
+            f"no model file ({path or 'the run saved none'})",
+            "run with --save-model, or pass the model with --model")
+        return report
+    from privml.data import load_dataset
+    from privml.models import build_torch, load_model
+    from privml.train import set_params
+
+    spec, params = load_model(path)
+    net = build_torch(spec)
+    set_params(net, params)
+    ds = load_dataset(row.dataset, seed=int(config.get("seed", 0)),
+                      path=config.get("data_path"), label=config.get("label", "label"))
+    rng = np.random.default_rng(0)
+    n = min(members, len(ds.x_train), len(ds.x_test))
+    tr = rng.permutation(len(ds.x_train))[:n]
+    te = rng.permutation(len(ds.x_test))[:n]
+    _attack(report, add, _losses(net, ds.x_train[tr], ds.y_train[tr]),
+            _losses(net, ds.x_test[te], ds.y_test[te]))
+    if "audit_canaries" in config:
+        _one_run(report, add, net, shape=(tuple(spec.input_shape), ds.num_classes),
+                 config=config, eps=eps, beta=beta)
+    else:
+        add("PMA-PRIV-006", Severity.LOW, "no canaries: the one-run audit did not run",
+            "the run was trained without --audit-canaries", "train with --audit-canaries "
+            "1000 to get an empirical lower bound on epsilon")
+    report.figures["epsilon"] = _epsilon_plot(ledger, report.metrics)
+    return report
+
+
+def _claim(config: dict[str, Any], ledger: list[dict[str, Any]], report: AuditReport,
+           add: Any) -> float | None:
+    if not ledger:
+        add("PMA-PRIV-001", Severity.HIGH, "the run used no differential privacy",
+            "its privacy ledger is empty", "train with a budget (--target-epsilon)")
+        return None
+    last = ledger[-1]
+    eps, target = float(last["epsilon"]), config.get("target_epsilon")
+    report.metrics.update(epsilon_accountant=eps, delta=float(last["delta"]),
+                          accountant=last["accountant"], dp_unit=last["unit"],
+                          dp_placement=last["placement"], ledger_events=len(ledger))
+    if target is not None:
+        report.metrics["target_epsilon"] = float(target)
+        if eps > float(target) * (1 + 1e-9):
+            add("PMA-PRIV-002", Severity.HIGH, "epsilon spent exceeds the target",
+                f"epsilon {eps:.4f} > target {target}", "stop the run at its budget")
+        else:
+            report.ok(f"epsilon {eps:.4f} within the target {target}")
+    return eps
+
+
+def _attack(report: AuditReport, add: Any, member: np.ndarray, nonmember: np.ndarray) -> None:
+    from privml.audit._mia import loss_threshold_attack
+
+    attack = loss_threshold_attack(member, nonmember)
+    n = attack.n_members
+    # The AUC's interval: Hanley & McNeil's normal approximation is enough for a flag.
+    a = attack.auc
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = float(np.sqrt((a * (1 - a) + (n - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a))
+                       / (n * n)))
+    report.metrics.update(attack_auc=a, attack_auc_ci=(a - 1.96 * se, a + 1.96 * se),
+                          tpr_at_1pct_fpr=attack.at_1pct.tpr,
+                          tpr_at_1pct_fpr_ci=attack.at_1pct.tpr_ci,
+                          tpr_at_0_1pct_fpr=attack.at_01pct.tpr,
+                          tpr_at_0_1pct_fpr_ci=attack.at_01pct.tpr_ci,
+                          attack_members=n, attack_nonmembers=attack.n_nonmembers,
+                          train_accuracy_gap=_gap(member, nonmember))
+    if a - 1.96 * se > 0.55:
+        add("PMA-PRIV-003", Severity.MEDIUM, "the model leaks membership",
+            f"loss-threshold attack AUC {a:.3f} (95% CI {a - 1.96 * se:.3f}-"
+            f"{a + 1.96 * se:.3f}), TPR {attack.at_1pct.tpr:.3f} at 1% FPR",
+            "train with DP (a smaller epsilon), fewer epochs or more data per client")
+    else:
+        report.ok(f"loss attack AUC {a:.3f}")
+    report.figures["roc"] = _roc_plot(attack)
+
+
+def _gap(member: np.ndarray, nonmember: np.ndarray) -> float:
+    return float(np.mean(nonmember) - np.mean(member))
+
+
+def _one_run(report: AuditReport, add: Any, net: Any, *, shape: tuple[tuple[int, ...], int],
+             config: dict[str, Any], eps: float | None, beta: float) -> None:
+    from privml.audit._canaries import CanarySet
+    from privml.audit._mia import best_one_run_epsilon, max_one_run_epsilon
+
+    canaries = CanarySet.from_dict(config["audit_canaries"])
+    x, y = canaries.make(*shape)
+    scores = -_losses(net, x, y)
+    delta = float(report.metrics.get("delta", config.get("delta", 1e-5)))
+    res = best_one_run_epsilon(scores, canaries.included, delta=delta, beta=beta)
+    best = max_one_run_epsilon(canaries.m, delta=delta, beta=beta)
+    report.metrics.update(canaries=canaries.m, canary_guesses=res.guesses,
+                          canary_correct=res.correct, epsilon_lower_bound=res.eps_lower,
+                          epsilon_lower_bound_max=best, audit_beta=beta)
+    if eps is not None and res.eps_lower > eps:
+        add("PMA-PRIV-004", Severity.CRITICAL, "the measured leakage exceeds the guarantee",
+            f"empirical epsilon >= {res.eps_lower:.3f} (confidence {1 - beta:.0%}) > "
+            f"accountant epsilon {eps:.3f}", "the DP implementation or its accounting is "
+            "broken: do not release this model; report it")
+    else:
+        report.ok(f"empirical epsilon lower bound {res.eps_lower:.3f}"
+                  + (f" <= accountant epsilon {eps:.3f}" if eps is not None else ""))
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _roc_plot(attack: Any) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    fpr, tpr = attack.curve.fpr, attack.curve.tpr
+    for ax, log in zip(axes, (False, True), strict=True):
+        ax.plot(fpr, tpr, label=f"loss attack (AUC {attack.auc:.3f})")
+        ax.plot([1e-4, 1], [1e-4, 1], "k:", label="chance")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(1 / max(attack.n_nonmembers, 1), 1)
+            ax.set_ylim(1 / max(attack.n_members, 1), 1)
+        ax.legend(loc="lower right")
+    fig.suptitle("membership inference: ROC (linear and log scales)")
+    return _png(fig)
+
+
+def _epsilon_plot(ledger: list[dict[str, Any]], metrics: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if ledger:
+        ax.plot([e["round"] for e in ledger], [e["epsilon"] for e in ledger], "o-",
+                label=f"accountant epsilon ({ledger[-1]['accountant']})")
+    if "target_epsilon" in metrics:
+        ax.axhline(metrics["target_epsilon"], color="grey", ls="--", label="target")
+    if "epsilon_lower_bound" in metrics:
+        ax.axhline(metrics["epsilon_lower_bound"], color="red",
+                   label=f"empirical lower bound ({metrics['canaries']} canaries)")
+        ax.axhline(metrics["epsilon_lower_bound_max"], color="red", ls=":",
+                   label="the most those canaries can show")
+    ax.set_xlabel("round")
+    ax.set_ylabel("epsilon")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title("privacy: the guarantee and the measurement")
+    return _png(fig)
