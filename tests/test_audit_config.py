@@ -67,17 +67,25 @@ def test_coordinator_config_shape_and_cli_exit_codes(tmp_path: Path) -> None:
     path.write_text(json.dumps({"config": weak}))  # as GET /v1/admin/status gives it
     report = audit_config(path)
     assert {f.id for f in report.failing(Severity.HIGH)} == {"PMA-CFG-001", "PMA-CFG-002"}
-    base = [sys.executable, "-m", "privml", "audit", "config", str(path)]
-    done = subprocess.run([*base, "--html", str(tmp_path / "r.html")], capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert done.returncode == 1 and "PMA-CFG-001" in done.stdout
+    from typer.testing import CliRunner
+
+    from privml.cli import app
+
+    runner = CliRunner()
+    base = ["audit", "config", str(path)]
+    done = runner.invoke(app, [*base, "--html", str(tmp_path / "r.html")])
+    assert done.exit_code == 1 and "PMA-CFG-001" in done.output
     assert "PMA-CFG-002" in (tmp_path / "r.html").read_text()
-    done = subprocess.run([*base, "--fail-on", "critical"], capture_output=True, text=True,
+    assert runner.invoke(app, [*base, "--fail-on", "critical"]).exit_code == 0
+    done = runner.invoke(app, [*base, "--fail-on", "severe"])
+    assert done.exit_code == 2 and "severity must be one of" in done.output
+    # The installed command, once, as CI would run it.
+    done = subprocess.run([sys.executable, "-m", "privml", *base, "--json",
+                           str(tmp_path / "r.json")], capture_output=True, text=True,
                           timeout=60, check=False)
-    assert done.returncode == 0
-    done = subprocess.run([*base, "--fail-on", "severe"], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 2 and "severity must be one of" in done.stderr
+    assert done.returncode == 1
+    assert {f["id"] for f in json.loads((tmp_path / "r.json").read_text())["findings"]} >= {
+        "PMA-CFG-001", "PMA-CFG-002"}
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", "- a\n- b\n"])

@@ -6,8 +6,10 @@ run's target. Then the evidence, from the run's final model (``--save-model`` of
 or ``--model``):
 
 - a loss-threshold membership-inference attack (Yeom et al. 2018): training examples
-  against held-out test examples, reported as AUC and TPR at 1 % and 0.1 % FPR with
-  Clopper-Pearson intervals (:mod:`privml.audit._mia`);
+  against held-out test examples, reported as AUC (Hanley-McNeil interval) and TPR at 1 %
+  and 0.1 % FPR with Clopper-Pearson intervals (:mod:`privml.audit._mia`) — and the same
+  attack on the canaries, in against out: worst-case examples, where a model that
+  memorises shows it even when natural data (digits) hardly separates;
 - the one-run audit (Steinke, Nasr & Jagielski 2023) when the run was trained with
   ``--audit-canaries N``: each canary's loss scores its secret inclusion bit, giving an
   empirical lower bound on ε at confidence 1 - β, set beside the accountant's ε.
@@ -15,7 +17,8 @@ or ``--model``):
     id            severity  finding
     PMA-PRIV-001  high      the run used no differential privacy (no ledger)
     PMA-PRIV-002  high      ε spent exceeds the run's target
-    PMA-PRIV-003  medium    the loss attack's AUC is clearly above 0.5 (lower CI > 0.55)
+    PMA-PRIV-003  medium    a loss attack's AUC is clearly above 0.5 (lower CI > 0.55), on
+                            training vs test examples or on the canaries in vs out
     PMA-PRIV-004  critical  the empirical lower bound exceeds the accountant's ε (a bug)
     PMA-PRIV-005  medium    the empirical audit could not run (no model file)
     PMA-PRIV-006  low       no canaries: the one-run audit did not run
@@ -52,7 +55,7 @@ def _losses(model: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def audit_privacy(run_id: int, *, db: Path | None = None, model: Path | None = None,
-                  members: int = 1000, beta: float = 0.05) -> AuditReport:
+                  members: int = 2000, beta: float = 0.05) -> AuditReport:
     """Audit run ``run_id`` of the run database ``db`` (default: $PRIVML_HOME/runs.db)."""
     from privml.sim import RunStore
 
@@ -84,18 +87,20 @@ def audit_privacy(run_id: int, *, db: Path | None = None, model: Path | None = N
     ds = load_dataset(row.dataset, seed=int(config.get("seed", 0)),
                       path=config.get("data_path"), label=config.get("label", "label"))
     rng = np.random.default_rng(0)
-    n = min(members, len(ds.x_train), len(ds.x_test))
-    tr = rng.permutation(len(ds.x_train))[:n]
-    te = rng.permutation(len(ds.x_test))[:n]
-    _attack(report, add, _losses(net, ds.x_train[tr], ds.y_train[tr]),
-            _losses(net, ds.x_test[te], ds.y_test[te]))
+    tr = rng.permutation(len(ds.x_train))[:members]
+    te = rng.permutation(len(ds.x_test))[:members]
+    attacks = [("training vs test examples", _attack(
+        report, add, _losses(net, ds.x_train[tr], ds.y_train[tr]),
+        _losses(net, ds.x_test[te], ds.y_test[te])))]
     if "audit_canaries" in config:
-        _one_run(report, add, net, shape=(tuple(spec.input_shape), ds.num_classes),
-                 config=config, eps=eps, beta=beta)
+        attacks.append(("canaries in vs out", _one_run(
+            report, add, net, shape=(tuple(spec.input_shape), ds.num_classes),
+            config=config, eps=eps, beta=beta)))
     else:
         add("PMA-PRIV-006", Severity.LOW, "no canaries: the one-run audit did not run",
             "the run was trained without --audit-canaries", "train with --audit-canaries "
             "1000 to get an empirical lower bound on epsilon")
+    report.figures["roc"] = _roc_plot(attacks)
     report.figures["epsilon"] = _epsilon_plot(ledger, report.metrics)
     return report
 
@@ -121,45 +126,45 @@ def _claim(config: dict[str, Any], ledger: list[dict[str, Any]], report: AuditRe
     return eps
 
 
-def _attack(report: AuditReport, add: Any, member: np.ndarray, nonmember: np.ndarray) -> None:
+def _attack(report: AuditReport, add: Any, member: np.ndarray, nonmember: np.ndarray, *,
+            prefix: str = "", what: str = "training vs test examples") -> Any:
+    """The loss-threshold attack, its figures under ``prefix`` and a finding if it wins."""
     from privml.audit._mia import loss_threshold_attack
 
     attack = loss_threshold_attack(member, nonmember)
-    n = attack.n_members
-    # The AUC's interval: Hanley & McNeil's normal approximation is enough for a flag.
+    n1, n2 = attack.n_members, attack.n_nonmembers
+    # The AUC's interval: Hanley & McNeil (1982)'s normal approximation.
     a = attack.auc
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    se = float(np.sqrt((a * (1 - a) + (n - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a))
-                       / (n * n)))
-    report.metrics.update(attack_auc=a, attack_auc_ci=(a - 1.96 * se, a + 1.96 * se),
-                          tpr_at_1pct_fpr=attack.at_1pct.tpr,
-                          tpr_at_1pct_fpr_ci=attack.at_1pct.tpr_ci,
-                          tpr_at_0_1pct_fpr=attack.at_01pct.tpr,
-                          tpr_at_0_1pct_fpr_ci=attack.at_01pct.tpr_ci,
-                          attack_members=n, attack_nonmembers=attack.n_nonmembers,
-                          train_accuracy_gap=_gap(member, nonmember))
-    if a - 1.96 * se > 0.55:
+    se = float(np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a))
+                       / (n1 * n2)))
+    ci = (max(0.0, a - 1.96 * se), min(1.0, a + 1.96 * se))
+    report.metrics.update({
+        f"{prefix}attack_auc": a, f"{prefix}attack_auc_ci": ci,
+        f"{prefix}tpr_at_1pct_fpr": attack.at_1pct.tpr,
+        f"{prefix}tpr_at_1pct_fpr_ci": attack.at_1pct.tpr_ci,
+        f"{prefix}tpr_at_0_1pct_fpr": attack.at_01pct.tpr,
+        f"{prefix}tpr_at_0_1pct_fpr_ci": attack.at_01pct.tpr_ci,
+        f"{prefix}attack_members": n1, f"{prefix}attack_nonmembers": n2})
+    if ci[0] > 0.55:
         add("PMA-PRIV-003", Severity.MEDIUM, "the model leaks membership",
-            f"loss-threshold attack AUC {a:.3f} (95% CI {a - 1.96 * se:.3f}-"
-            f"{a + 1.96 * se:.3f}), TPR {attack.at_1pct.tpr:.3f} at 1% FPR",
+            f"loss-threshold attack on {what}: AUC {a:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}), "
+            f"TPR {attack.at_1pct.tpr:.3f} at 1% FPR",
             "train with DP (a smaller epsilon), fewer epochs or more data per client")
     else:
-        report.ok(f"loss attack AUC {a:.3f}")
-    report.figures["roc"] = _roc_plot(attack)
-
-
-def _gap(member: np.ndarray, nonmember: np.ndarray) -> float:
-    return float(np.mean(nonmember) - np.mean(member))
+        report.ok(f"loss attack on {what}: AUC {a:.3f}")
+    return attack
 
 
 def _one_run(report: AuditReport, add: Any, net: Any, *, shape: tuple[tuple[int, ...], int],
-             config: dict[str, Any], eps: float | None, beta: float) -> None:
+             config: dict[str, Any], eps: float | None, beta: float) -> Any:
     from privml.audit._canaries import CanarySet
     from privml.audit._mia import best_one_run_epsilon, max_one_run_epsilon
 
     canaries = CanarySet.from_dict(config["audit_canaries"])
     x, y = canaries.make(*shape)
-    scores = -_losses(net, x, y)
+    losses = _losses(net, x, y)
+    scores = -losses
     delta = float(report.metrics.get("delta", config.get("delta", 1e-5)))
     res = best_one_run_epsilon(scores, canaries.included, delta=delta, beta=beta)
     best = max_one_run_epsilon(canaries.m, delta=delta, beta=beta)
@@ -174,6 +179,9 @@ def _one_run(report: AuditReport, add: Any, net: Any, *, shape: tuple[tuple[int,
     else:
         report.ok(f"empirical epsilon lower bound {res.eps_lower:.3f}"
                   + (f" <= accountant epsilon {eps:.3f}" if eps is not None else ""))
+    # The same loss attack on the canaries: worst-case examples, in or out by a fair coin.
+    return _attack(report, add, losses[canaries.included], losses[~canaries.included],
+                   prefix="canary_", what="canaries in vs out")
 
 
 def _png(fig: Any) -> bytes:
@@ -185,26 +193,27 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _roc_plot(attack: Any) -> bytes:
+def _roc_plot(attacks: list[tuple[str, Any]]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    fpr, tpr = attack.curve.fpr, attack.curve.tpr
     for ax, log in zip(axes, (False, True), strict=True):
-        ax.plot(fpr, tpr, label=f"loss attack (AUC {attack.auc:.3f})")
+        for label, attack in attacks:
+            ax.plot(attack.curve.fpr, attack.curve.tpr,
+                    label=f"{label} (AUC {attack.auc:.3f})")
         ax.plot([1e-4, 1], [1e-4, 1], "k:", label="chance")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlim(1 / max(attack.n_nonmembers, 1), 1)
-            ax.set_ylim(1 / max(attack.n_members, 1), 1)
-        ax.legend(loc="lower right")
-    fig.suptitle("membership inference: ROC (linear and log scales)")
+            ax.set_xlim(1e-3, 1)
+            ax.set_ylim(1e-3, 1)
+        ax.legend(loc="lower right", fontsize="small")
+    fig.suptitle("membership inference (loss threshold): ROC, linear and log scales")
     return _png(fig)
 
 

@@ -98,8 +98,8 @@ def privacy_cmd(
     = None,
     model: Annotated[Path | None, typer.Option(help="The run's final model (default: the "
                                                "file it saved).", show_default=False)] = None,
-    members: Annotated[int, typer.Option(help="Training and test examples the loss "
-                                         "attack compares (each).")] = 1000,
+    members: Annotated[int, typer.Option(help="At most this many training and this many "
+                                         "test examples for the loss attack.")] = 2000,
     beta: Annotated[float, typer.Option(help="1 - confidence of the empirical bound.")]
     = 0.05,
     json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
