@@ -37,7 +37,7 @@ def print_report(report: AuditReport, console: Console) -> None:
         metrics.add_column("figure")
         metrics.add_column("value", justify="right")
         for name, value in report.metrics.items():
-            metrics.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
+            metrics.add_row(name, _fmt(value))
         console.print(metrics)
     if not report.findings:
         console.print(f"[bold green]no findings[/] ({len(report.passed)} checks passed): "
@@ -114,12 +114,14 @@ def to_html(report: AuditReport) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>privml audit {e(report.kind)}</title><style>{_CSS}</style></head><body>
 <h1>privml audit {e(report.kind)}</h1><p>{e(report.target)}</p>
-{f"<h2>Figures</h2><table>{metrics}</table>" if metrics else ""}{figures}
 <h2>Findings ({len(report.findings)})</h2>
 {f"<table><tr><th>id</th><th>severity</th><th>finding</th><th>evidence</th><th>fix</th></tr>{rows}</table>" if rows else "<p>No findings.</p>"}
+{f"<h2>Figures</h2><table>{metrics}</table>" if metrics else ""}{figures}
 <h2>Checks passed ({len(report.passed)})</h2><ul>{passed}</ul></body></html>
 """  # noqa: E501
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, tuple | list) and all(isinstance(v, float) for v in value):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
