@@ -145,3 +145,38 @@ def test_the_ledger_of_a_run_is_its_claim(runs: tuple[Path, int, int]) -> None:
         _, config = store.run(private)
     assert ledger and config["target_epsilon"] == 2.0
     assert "audit_canaries" in config and config["model_file"].endswith("private.safetensors")
+
+
+def test_lira_statistic_separates_and_survives_missing_shadows() -> None:
+    from privml.audit._lira import _ratio
+    from privml.audit._mia import auc, roc
+
+    rng = np.random.default_rng(0)
+    n, k = 400, 8
+    inside = rng.random((k, n)) < 0.5
+    inside[:, 0] = True  # an example every shadow trained on (no "out" shadows)
+    inside[:, 1] = False  # and one none did
+    base = rng.normal(0, 1, n)
+    phis = base + 2.0 * inside + rng.normal(0, 0.3, (k, n))
+    member = rng.random(n) < 0.5
+    target = base + 2.0 * member + rng.normal(0, 0.3, n)
+    scores = _ratio(phis, inside, target)
+    assert np.isfinite(scores).all()
+    assert auc(roc(scores[member], scores[~member])) > 0.95
+    # With per-example means it beats the plain score on the same data.
+    assert auc(roc(scores[member], scores[~member])) > auc(roc(target[member],
+                                                                 target[~member]))
+
+
+def test_lira_end_to_end(tmp_path: Path) -> None:
+    run = _sim(tmp_path, "small", "--clients", "2", "--per-round", "2", "--rounds", "1",
+               "--epochs", "2")
+    calls: list[int] = []
+    report = audit_privacy(run, db=tmp_path / "runs.db", members=200, lira=2,
+                           progress=lambda done, total: calls.append(done))
+    m = _metrics(report)
+    assert calls == [1, 2]
+    assert 0.3 < m["lira_attack_auc"] < 0.8 and m["lira_attack_members"] == 200
+    assert "lira_tpr_at_1pct_fpr_ci" in m
+    with pytest.raises(ConfigError, match="shadow"):
+        audit_privacy(run, db=tmp_path / "runs.db", lira=1)

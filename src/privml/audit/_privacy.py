@@ -17,8 +17,9 @@ or ``--model``):
     id            severity  finding
     PMA-PRIV-001  high      the run used no differential privacy (no ledger)
     PMA-PRIV-002  high      ε spent exceeds the run's target
-    PMA-PRIV-003  medium    a loss attack's AUC is clearly above 0.5 (lower CI > 0.55), on
-                            training vs test examples or on the canaries in vs out
+    PMA-PRIV-003  medium    an attack's AUC is clearly above 0.5 (lower CI > 0.55): the loss
+                            attack on training vs test examples or on the canaries in vs
+                            out, or LiRA (--lira K: K shadow federations of the same run)
     PMA-PRIV-004  critical  the empirical lower bound exceeds the accountant's ε (a bug)
     PMA-PRIV-005  medium    the empirical audit could not run (no model file)
     PMA-PRIV-006  low       no canaries: the one-run audit did not run
@@ -55,8 +56,10 @@ def _losses(model: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def audit_privacy(run_id: int, *, db: Path | None = None, model: Path | None = None,
-                  members: int = 2000, beta: float = 0.05) -> AuditReport:
-    """Audit run ``run_id`` of the run database ``db`` (default: $PRIVML_HOME/runs.db)."""
+                  members: int = 2000, beta: float = 0.05, lira: int = 0,
+                  progress: Any = None) -> AuditReport:
+    """Audit run ``run_id`` of the run database ``db`` (default: $PRIVML_HOME/runs.db);
+    ``lira`` > 0 adds LiRA with that many shadow federations (``progress(done, total)``)."""
     from privml.sim import RunStore
 
     if members < 10:
@@ -92,6 +95,15 @@ def audit_privacy(run_id: int, *, db: Path | None = None, model: Path | None = N
     attacks = [("training vs test examples", _attack(
         report, add, _losses(net, ds.x_train[tr], ds.y_train[tr]),
         _losses(net, ds.x_test[te], ds.y_test[te])))]
+    if lira:
+        from privml.audit._lira import lira_scores
+
+        x = np.concatenate([ds.x_train[tr], ds.x_test[te]])
+        y = np.concatenate([ds.y_train[tr], ds.y_test[te]])
+        scores = lira_scores(config, ds, net, (x, y), shadows=lira, progress=progress)
+        attacks.append((f"LiRA, {lira} shadows", _attack(
+            report, add, -scores[:len(tr)], -scores[len(tr):], prefix="lira_",
+            name=f"LiRA ({lira} shadow federations)")))
     if "audit_canaries" in config:
         attacks.append(("canaries in vs out", _one_run(
             report, add, net, shape=(tuple(spec.input_shape), ds.num_classes),
@@ -127,8 +139,10 @@ def _claim(config: dict[str, Any], ledger: list[dict[str, Any]], report: AuditRe
 
 
 def _attack(report: AuditReport, add: Any, member: np.ndarray, nonmember: np.ndarray, *,
-            prefix: str = "", what: str = "training vs test examples") -> Any:
-    """The loss-threshold attack, its figures under ``prefix`` and a finding if it wins."""
+            prefix: str = "", what: str = "training vs test examples",
+            name: str = "loss-threshold attack") -> Any:
+    """An attack's ROC from member and non-member losses (or minus any score): its figures
+    under ``prefix``, and a finding if it wins."""
     from privml.audit._mia import loss_threshold_attack
 
     attack = loss_threshold_attack(member, nonmember)
@@ -148,11 +162,11 @@ def _attack(report: AuditReport, add: Any, member: np.ndarray, nonmember: np.nda
         f"{prefix}attack_members": n1, f"{prefix}attack_nonmembers": n2})
     if ci[0] > 0.55:
         add("PMA-PRIV-003", Severity.MEDIUM, "the model leaks membership",
-            f"loss-threshold attack on {what}: AUC {a:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}), "
+            f"{name} on {what}: AUC {a:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}), "
             f"TPR {attack.at_1pct.tpr:.3f} at 1% FPR",
             "train with DP (a smaller epsilon), fewer epochs or more data per client")
     else:
-        report.ok(f"loss attack on {what}: AUC {a:.3f}")
+        report.ok(f"{name} on {what}: AUC {a:.3f}")
     return attack
 
 

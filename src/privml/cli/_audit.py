@@ -102,15 +102,24 @@ def privacy_cmd(
                                          "test examples for the loss attack.")] = 2000,
     beta: Annotated[float, typer.Option(help="1 - confidence of the empirical bound.")]
     = 0.05,
+    lira: Annotated[int, typer.Option(
+        metavar="K", help="Also run LiRA (Carlini et al. 2022) with K shadow federations of "
+        "the same configuration (costs K runs). 0: off.")] = 0,
     json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
     fail_on: FailOpt = "high",
 ) -> None:
     """The run's privacy: its ledger against its target, a membership-inference attack on
     its model, and the one-run empirical epsilon lower bound from its canaries."""
+    from rich.progress import Progress
+
     from privml.audit._privacy import audit_privacy
 
-    _finish(audit_privacy(run, db=db, model=model, members=members, beta=beta), json_path,
-            sarif, html, fail_on)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("LiRA shadow federations", total=lira or 1, visible=bool(lira))
+        report = audit_privacy(run, db=db, model=model, members=members, beta=beta,
+                               lira=lira, progress=lambda done, _: bar.update(
+                                   task, completed=done))
+    _finish(report, json_path, sarif, html, fail_on)
 
 
 @audit_app.command("deps")
