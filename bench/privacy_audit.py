@@ -47,6 +47,7 @@ def _picture(html: Path, png: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--canaries", type=int, default=1000)
+    ap.add_argument("--lira", type=int, default=8, help="LiRA shadow federations per run")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = {}
@@ -62,7 +63,8 @@ def main() -> None:
             summary = json.loads((tmp / f"s{i}.json").read_text())
             html = RESULTS / f"privacy_audit_{i}.html"
             done = _privml("audit", "privacy", "--run", str(summary["run_id"]), "--db",
-                           str(db), "--json", str(tmp / f"a{i}.json"), "--html", str(html))
+                           str(db), "--json", str(tmp / f"a{i}.json"), "--html", str(html),
+                           "--lira", str(args.lira))
             assert done.returncode in (0, 1), done.stderr[-2000:]
             report = json.loads((tmp / f"a{i}.json").read_text())
             rows[name] = {"accuracy": summary["final_accuracy"], **report["metrics"],
@@ -70,7 +72,7 @@ def main() -> None:
             print(name, json.dumps(rows[name], default=str)[:400])
         _picture(RESULTS / "privacy_audit_0.html", RESULTS / "privacy_audit_report.png")
     (RESULTS / "privacy_audit.json").write_text(json.dumps(rows, indent=2, default=str))
-    _section(rows, args.canaries)
+    _section(rows, args.canaries, args.lira)
 
 
 def _ci(pair: object) -> str:
@@ -78,7 +80,7 @@ def _ci(pair: object) -> str:
     return f"[{lo:.3f}, {hi:.3f}]"
 
 
-def _section(rows: dict[str, dict[str, object]], m: int) -> None:
+def _section(rows: dict[str, dict[str, object]], m: int, lira: int) -> None:
     from bench._report import write_section
 
     lines = [
@@ -91,11 +93,14 @@ def _section(rows: dict[str, dict[str, object]], m: int) -> None:
         f"Digits, zoo `mlp`, IID clients, {m} canaries (random inputs, random labels, each in "
         "the training data by a secret fair coin), β = 0.05. The one-run bound is Steinke, "
         "Nasr & Jagielski 2023's, best of 7 abstention levels (Bonferroni); the loss attack is "
-        "Yeom et al.'s, on training vs test examples and on the canaries in vs out.",
+        "Yeom et al.'s, on training vs test examples and on the canaries in vs out; LiRA "
+        f"(Carlini et al. 2022) uses {lira} shadow federations re-running each configuration "
+        "on random halves of the data.",
         "",
         "| run | test accuracy | accountant ε | empirical ε ≥ (max possible) | loss-attack AUC, "
-        "train vs test | AUC, canaries in vs out | TPR at 1% FPR, canaries |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "train vs test | LiRA AUC / TPR at 1% FPR, train vs test | AUC, canaries in vs out |"
+        " TPR at 1% FPR, canaries |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         eps = r.get("epsilon_accountant")
@@ -103,6 +108,7 @@ def _section(rows: dict[str, dict[str, object]], m: int) -> None:
             f"| {name} | {r['accuracy']:.3f} | {'none' if eps is None else f'{eps:.3f}'} | "
             f"{r['epsilon_lower_bound']:.3f} ({r['epsilon_lower_bound_max']:.3f}) | "
             f"{r['attack_auc']:.3f} {_ci(r['attack_auc_ci'])} | "
+            f"{r['lira_attack_auc']:.3f} / {r['lira_tpr_at_1pct_fpr']:.3f} | "
             f"{r['canary_attack_auc']:.3f} {_ci(r['canary_attack_auc_ci'])} | "
             f"{r['canary_tpr_at_1pct_fpr']:.3f} {_ci(r['canary_tpr_at_1pct_fpr_ci'])} |")
     lines += [
