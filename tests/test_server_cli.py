@@ -152,8 +152,12 @@ def _server_args(fed: Path, *extra: str) -> list[str]:
             "--model", "logreg", "--epochs", "1", "--round-timeout", "30", *extra]
 
 
+# "plain" and "secagg" are kept out of `make test` (-m slow runs them): plain runs with real
+# client processes in test_server_resume.py, secagg in the two DP variants below, and both
+# in-process over real mTLS in test_server.py.
 @pytest.mark.parametrize("secagg", [
-    [], ["--secagg"], ["--noise-multiplier", "1.0"],
+    pytest.param([], marks=pytest.mark.slow), pytest.param(["--secagg"], marks=pytest.mark.slow),
+    ["--noise-multiplier", "1.0"],
     ["--secagg", "--dp-unit", "example", "--target-epsilon", "5", "--dp-sample-rate", "0.2"],
     ["--secagg", "--target-epsilon", "20", "--clip-norm", "0.5"]],
     ids=["plain", "secagg", "dp", "example-dp-secagg", "distributed-dp"])
