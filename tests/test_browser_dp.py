@@ -366,7 +366,10 @@ _TRAIN = """
   const ys = tf.tensor1d(arg.y, "int32");
   const before = tf.memory().numTensors;
   const entry = weightsOf(model);
-  const result = dp[arg.fn](model, xs, ys, arg.opts);
+  const seen = [];
+  if (arg.fn.endsWith("Async")) arg.opts = {...arg.opts, onProgress: (p) => seen.push(p)};
+  const result = await dp[arg.fn](model, xs, ys, arg.opts);
+  if (arg.fn.endsWith("Async")) result.progress = seen;
   const out = {result, entry, weights: weightsOf(model), leaked: tf.memory().numTensors - before,
                backend: tf.getBackend()};
   tf.dispose([xs, ys]);
@@ -472,10 +475,12 @@ def _torch_plain(spec: ModelSpec, params: dict[str, Any], x: np.ndarray, y: np.n
     return get_params(model), float(np.mean(losses))
 
 
-@pytest.mark.parametrize("backend", ["cpu", "wasm"])
-def test_train_plain_equals_torch_sgd_with_momentum(page: Page, backend: str) -> None:
+@pytest.mark.parametrize(("backend", "fn"), [("cpu", "trainPlain"), ("wasm", "trainPlain"),
+                                             ("cpu", "trainPlainAsync")])
+def test_train_plain_equals_torch_sgd_with_momentum(page: Page, backend: str,
+                                                    fn: str) -> None:
     spec = zoo("mlp", input_shape=(6,), num_classes=3)
-    url, params = _model(page, f"plain-{backend}", spec, seed=3)
+    url, params = _model(page, f"plain-{backend}-{fn}", spec, seed=3)
     rng = np.random.default_rng(9)
     x = (rng.normal(size=(23, 6)) * 2).astype(np.float32)
     y = rng.integers(0, 3, size=23).astype(np.int64)
@@ -483,9 +488,11 @@ def test_train_plain_equals_torch_sgd_with_momentum(page: Page, backend: str) ->
     orders = page.run(
         "const r = seeded(11); return [0, 1].map(() => Array.from(dp.permutation(23, r)));")
     assert all(sorted(o) == list(range(23)) for o in orders) and orders[0] != orders[1]
-    got = _train(page, url, "trainPlain", x, y, opts,
+    got = _train(page, url, fn, x, y, opts,
                  setup="arg.opts = {...arg.opts, rng: seeded(11)};", backend=backend)
     assert got["backend"] == backend
+    if fn.endswith("Async"):  # the same steps, each reported to the page as it goes
+        assert [p["done"] for p in got["result"].pop("progress")] == list(range(1, 11))
     want, loss = _torch_plain(spec, params, x, y, orders, batch_size=5, lr=0.1, momentum=0.9)
     assert got["result"]["steps"] == 10 and got["result"]["numExamples"] == 23
     assert got["result"]["loss"] == pytest.approx(loss, abs=1e-5)

@@ -16,7 +16,7 @@
 // unreachable coordinator loses it or makes it count twice.
 
 import {Api, Refused, Stopped, TokenError, randomId} from "./api.js";
-import {clipUpdate, ddgEncode, dpsgdTrain, trainPlain} from "./dp.js";
+import {clipUpdate, ddgEncode, dpsgdTrainAsync, trainPlainAsync} from "./dp.js";
 import * as m from "./model.js";
 import {FixedPoint, SecAggClient} from "./secagg/protocol.js";
 import {openSealedStore} from "./store.js";
@@ -191,12 +191,13 @@ async function train(task) {
   const opts = task.train || {};
   let result;
   try {
-    const onProgress = (f) => { $("progress").value = f; };
+    const onProgress = ({done, total}) => { $("progress").value = done / total; };
     result = opts.dp
-      ? await dpsgdTrain(model, xs, ys, {...opts.dp, lr: opts.lr, momentum: opts.momentum,
-                                          onProgress})
-      : await trainPlain(model, xs, ys, {epochs: opts.epochs, batch_size: opts.batch_size,
-                                         lr: opts.lr, momentum: opts.momentum, onProgress});
+      ? await dpsgdTrainAsync(model, xs, ys, {...opts.dp, lr: opts.lr,
+                                               momentum: opts.momentum, onProgress})
+      : await trainPlainAsync(model, xs, ys, {epochs: opts.epochs,
+                                              batch_size: opts.batch_size, lr: opts.lr,
+                                              momentum: opts.momentum, onProgress});
   } finally {
     xs.dispose();
   }

@@ -14,6 +14,10 @@
 //                     the sum, divide by q·n, torch SGD) for exactly `steps` steps
 //   trainPlain        privml.train.train_local (shuffled minibatches, mean cross-entropy)
 //
+// dpsgdTrainAsync and trainPlainAsync run the same steps (the same generator) but give the
+// page's event loop a turn every ~40 ms and report {done, total} to `opts.onProgress`, so
+// the page stays responsive and shows progress during a long local training.
+//
 // Randomness: the default source is `crypto.getRandomValues` (a 64 KiB pool, refilled as it
 // empties); Math.random is never used. Every random helper takes an optional `rng`, any object
 // with `uniform01()` in [0, 1), so that tests can make draws reproducible; a page must not
@@ -280,18 +284,47 @@ function sgd(tf, vars, lr, momentum) {
   };
 }
 
-/** Checks data and options, then runs `loop(state)`; if it throws, the weights are put back
- *  as they were on entry. Frees what it made either way. */
-function withState(tf, model, xs, ys, opts, loop) {
+/** Checks data and options, then runs the generator `loop(state)` (it yields after each
+ *  step); if it throws, the weights are put back as they were on entry. Frees what it made
+ *  either way. */
+function* withState(tf, model, xs, ys, opts, loop) {
   const state = setup(tf, model, xs, ys, opts);
   try {
-    return loop(state);
+    return yield* loop(state);
   } catch (err) {
     state.vars.forEach((v, k) => v.assign(state.entry[k]));
     throw err;
   } finally {
     state.opt.dispose();
     tf.dispose([state.ys, ...state.entry]);
+  }
+}
+
+/** Runs a training generator to its end, synchronously. */
+function drive(gen) {
+  for (;;) {
+    const r = gen.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Runs a training generator, handing each step's {done, total} to `onProgress` and giving
+ *  the page's event loop a turn every ~40 ms, so a long local training neither freezes the
+ *  page nor hides its progress. */
+async function driveAsync(gen, onProgress) {
+  let last = performance.now();
+  try {
+    for (;;) {
+      const r = gen.next();
+      if (r.done) return r.value;
+      if (onProgress) onProgress(r.value);
+      if (performance.now() - last > 40) {
+        await new Promise((ok) => setTimeout(ok, 0));
+        last = performance.now();
+      }
+    }
+  } finally {
+    gen.return();  // a generator left mid-way (onProgress threw) still frees its tensors
   }
 }
 
@@ -329,6 +362,15 @@ function clippedSum(tf, state, xs, positions, clipNorm) {
  *  the sum, divided by the expected batch q·n, torch SGD. An empty batch takes a pure-noise
  *  step. Trains `model` in place; returns {steps, numExamples} (no loss: it is not private). */
 export function dpsgdTrain(model, xs, ys, opts) {
+  return drive(dpsgdSteps(model, xs, ys, opts));
+}
+
+/** dpsgdTrain that yields to the page between steps; `opts.onProgress({done, total})`. */
+export async function dpsgdTrainAsync(model, xs, ys, opts) {
+  return driveAsync(dpsgdSteps(model, xs, ys, opts), opts.onProgress);
+}
+
+function* dpsgdSteps(model, xs, ys, opts) {
   const tf = tfOf(opts);
   const z = finite("noise_multiplier", opts.noise_multiplier, {allowMin: true});
   const clipNorm = finite("max_grad_norm", opts.max_grad_norm);
@@ -336,7 +378,7 @@ export function dpsgdTrain(model, xs, ys, opts) {
   if (q > 1) throw new RangeError(`sample_rate must be in (0, 1], got ${q}`);
   const steps = integer("steps", opts.steps, 1);
   const src = source(opts.rng);
-  return withState(tf, model, xs, ys, opts, (state) => {
+  return yield* withState(tf, model, xs, ys, opts, function* (state) {
     const expected = q * state.n;
     for (let step = 0; step < steps; step++) {
       const positions = [];
@@ -351,6 +393,7 @@ export function dpsgdTrain(model, xs, ys, opts) {
       } finally {
         tf.dispose([loss, ...summed]);
       }
+      yield {done: step + 1, total: steps};
     }
     return {steps, numExamples: state.n};
   });
@@ -371,12 +414,22 @@ export function permutation(n, rng) {
  *  minibatches of batch_size (the last one smaller), mean cross-entropy, torch SGD. Returns
  *  {loss (the mean step loss, not private), numExamples, steps}. */
 export function trainPlain(model, xs, ys, opts) {
+  return drive(plainSteps(model, xs, ys, opts));
+}
+
+/** trainPlain that yields to the page between steps; `opts.onProgress({done, total})`. */
+export async function trainPlainAsync(model, xs, ys, opts) {
+  return driveAsync(plainSteps(model, xs, ys, opts), opts.onProgress);
+}
+
+function* plainSteps(model, xs, ys, opts) {
   const tf = tfOf(opts);
   const epochs = integer("epochs", opts.epochs, 1);
   const batchSize = integer("batch_size", opts.batch_size, 1);
   const src = source(opts.rng);
-  return withState(tf, model, xs, ys, opts, (state) => {
+  return yield* withState(tf, model, xs, ys, opts, function* (state) {
     let [total, steps] = [0, 0];
+    const all = epochs * Math.ceil(state.n / batchSize);
     for (let epoch = 0; epoch < epochs; epoch++) {
       const order = permutation(state.n, src);
       for (let start = 0; start < state.n; start += batchSize) {
@@ -392,6 +445,7 @@ export function trainPlain(model, xs, ys, opts) {
           tf.dispose([value, ...grads]);
         }
         steps += 1;
+        yield {done: steps, total: all};
       }
     }
     return {loss: total / steps, numExamples: state.n, steps};
