@@ -127,6 +127,22 @@ def sim_cmd(
     dp_sampling: Annotated[str, typer.Option(
         help="Client-level DP: 'poisson' (rate per-round/clients) or 'fixed'.")] = "poisson",
     accountant: Annotated[str, typer.Option(help="'rdp' or 'pld'.")] = "rdp",
+    backend: Annotated[str, typer.Option(
+        help="Where clients train: 'local' (worker processes, one per core), 'ray' (Ray "
+        "actors; pip install 'privml[ray]') or 'inline' (one after another in this "
+        "process).")] = "local",
+    workers: Annotated[int | None, typer.Option(
+        help="Worker processes or Ray actors (default: one per core / per cluster CPU).",
+        show_default=False)] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="With --backend ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
+        "instead of starting a local one.", show_default=False)] = None,
+    vectorize: Annotated[str, typer.Option(
+        help="Train many clients at once with torch.func.vmap: auto (measured on the first "
+        "round), on or off.")] = "auto",
+    on_worker_failure: Annotated[str, typer.Option(
+        help="A worker that dies mid-round is restarted; its clients are retried once "
+        "('retry') or left out of the round ('drop').")] = "retry",
     audit_canaries: Annotated[int, typer.Option(
         metavar="N", help="Insert N canaries for `privml audit privacy` (each in the "
         "training data with probability 1/2, secretly). 0: none.")] = 0,
@@ -143,7 +159,9 @@ def sim_cmd(
                     target_epsilon=target_epsilon, delta=delta,
                     noise_multiplier=noise_multiplier, clip_norm=clip_norm,
                     clip_quantile=clip_quantile,
-                    dp_sampling=dp_sampling, accountant=accountant)
+                    dp_sampling=dp_sampling, accountant=accountant, backend=backend,
+                    workers=workers, ray_address=ray_address, vectorize=vectorize,
+                    on_worker_failure=on_worker_failure)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}")
     ds, canaries = None, None
@@ -205,7 +223,7 @@ def demo_cmd(
               f"{f', DP-SGD on every client (epsilon {target_epsilon:g})' if dp else ''}")
     summary = run_network_federation(cfg, out_dir, progress=progress)
     names = [f.name for f in fields(RoundRecord)]
-    history = [RoundRecord(**{k: h[k] for k in names}) for h in summary["history"]]
+    history = [RoundRecord(**{k: h[k] for k in names if k in h}) for h in summary["history"]]
     title = "privml demo: 8 clients over mutual TLS, FedAvg"
     if dp:
         title += f", DP-SGD (eps {summary['epsilon']:.2f}, delta {delta:g})"
@@ -235,7 +253,7 @@ def demo_cmd(
 def _demo_sim(json_path: Path | None, out_dir: Path, db: Path | None, progress: bool) -> None:
     from privml.sim import SimConfig, run_simulation
 
-    cfg = SimConfig()
+    cfg = SimConfig(backend="local")
     out.print(f"[bold]privml demo --sim[/]: {cfg.clients} clients on digits, Dirichlet alpha "
               f"{cfg.alpha}, {cfg.per_round} per round, {cfg.rounds} rounds of {cfg.strategy}")
     result = run_simulation(cfg, progress=progress)

@@ -232,16 +232,11 @@ class ClientLevelDP:
         if self.ddg is None:
             total = np.zeros(self.dim, dtype=np.float64)
             bound, fits = self.bound, 0
-            self._round_bound = bound
             for vec in updates.values():
                 clipped, norm = clip_l2(vec.astype(np.float64), bound=bound)
                 total += clipped
                 fits += norm <= bound
-            total += gaussian_noise(self.dim, std=self.z_update * bound, rng=self._rng)
-            if self.clip is not None:  # the noisy bit count moves next round's bound
-                self.clip = self.clip.updated(self.clip.noisy_fraction(
-                    fits, clients=max(1, round(self._expected)), rng=self._rng))
-            return total / self._expected
+            return self.noisy_mean_of_clipped(total, fits)
         from privml.secagg import run_round
 
         inputs = {c: self.ddg.encode(v.astype(np.float64), rng=self._rng)
@@ -250,6 +245,21 @@ class ClientLevelDP:
         if len(result.survivors) != len(updates):  # (in-process: nobody drops)
             raise RoundAbortedError("a client dropped inside the simulator")
         return self.mean_of_sum(result.total)
+
+    def noisy_mean_of_clipped(self, total: np.ndarray, fits: int) -> np.ndarray:
+        """Central noise on a sum of updates each clipped to :attr:`bound` (by whoever
+        clipped them: this process or the simulator's workers), over the expected count;
+        ``fits``: how many were within the bound (adaptive clipping's bit count)."""
+        if total.shape != (self.dim,):
+            raise ConfigError(f"clipped sum of shape {total.shape}, expected ({self.dim},)")
+        bound = self.bound
+        self._round_bound = bound
+        noisy = total.astype(np.float64) + gaussian_noise(self.dim, std=self.z_update * bound,
+                                                          rng=self._rng)
+        if self.clip is not None:  # the noisy bit count moves next round's bound
+            self.clip = self.clip.updated(self.clip.noisy_fraction(
+                int(fits), clients=max(1, round(self._expected)), rng=self._rng))
+        return noisy / self._expected
 
     def mean_of_sum(self, total: np.ndarray) -> np.ndarray:
         """A securely aggregated sum of DDG encodings -> the noisy mean update."""

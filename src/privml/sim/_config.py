@@ -55,6 +55,13 @@ class SimConfig:
     dp_sampling: str = "poisson"  # "poisson" (rate per_round / clients) or "fixed"
     accountant: str = "rdp"  # "rdp" or "pld"
     insecure_dp_seed: int | None = None  # a fixed noise seed: for tests only
+    # Where clients train (sim/_parallel.py): "inline" (one after another in this process),
+    # "local" (worker processes, one per core) or "ray" (Ray actors, on a cluster).
+    backend: str = "inline"
+    workers: int | None = None  # pool size: default one per core / per CPU of the cluster
+    ray_address: str | None = None  # join this Ray cluster instead of starting one
+    vectorize: str = "auto"  # pools: train many clients at once (torch.func.vmap): auto/on/off
+    on_worker_failure: str = "retry"  # a worker died mid-round: "retry" its clients, "drop"
 
     def __post_init__(self) -> None:
         _positive_int("clients", self.clients)
@@ -74,6 +81,13 @@ class SimConfig:
         if self.secagg and not self.dp:
             self.encoding()  # refuses settings whose sum could wrap
         self._check_dp()
+        from privml.sim._parallel import check_backend
+
+        check_backend(self.backend, self.on_worker_failure, self.vectorize)
+        if self.workers is not None:
+            _positive_int("workers", self.workers)
+        if self.ray_address is not None and self.backend != "ray":
+            raise ConfigError("ray_address is for backend='ray'")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -117,6 +131,9 @@ class RoundRecord:
     test_loss: float
     test_accuracy: float
     seconds: float
+    worker_restarts: int = 0  # pools: workers that died this round and were restarted
+    clients_retried: int = 0  # ...clients of theirs trained again on the new worker
+    clients_lost: int = 0  # ...clients left out of the round (counted in ``dropped`` too)
 
 
 @dataclass(slots=True)

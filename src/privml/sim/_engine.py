@@ -39,6 +39,8 @@ from privml.protocol import (
 )
 from privml.secagg import run_round
 from privml.sim._config import RoundRecord, SimConfig, SimResult
+from privml.sim._parallel import Parallel, RoundOutput, WorkerError
+from privml.sim._worker import WorkerSetup
 from privml.strategies import ClientUpdate, ServerState, make_strategy
 from privml.train import TrainConfig, TrainFn, evaluate, get_params, set_params, train_local
 
@@ -69,10 +71,12 @@ class _Federation:
         part = partition(dataset.y_train, cfg.clients, alpha=cfg.alpha,
                          rng=np.random.default_rng(seeds[0]))
         width = len(str(cfg.clients - 1))
+        self.part = part
         self.ids = [f"client-{i:0{width}d}" for i in range(cfg.clients)]
-        self.clients: dict[str, ClientData] = dict(
-            zip(self.ids, part.clients(dataset.x_train, dataset.y_train), strict=True))
         self.index = {cid: i for i, cid in enumerate(self.ids)}
+        self.pool: Parallel | None = None  # worker processes or Ray actors; None: inline
+        self.pooled: RoundOutput | None = None  # this round's reduced sum, from the pool
+        self.faults = [0, 0, 0]  # this round's worker restarts, clients retried, lost
         poisson = cfg.dp and cfg.dp_sampling == "poisson"
         self.machine = RoundMachine(
             RoundConfig(num_rounds=cfg.rounds,
@@ -92,12 +96,17 @@ class _Federation:
         self.losses: list[float] = []
         self.history: list[RoundRecord] = []
         self.clock = 0.0
-        self.round_started = time.perf_counter()
+        self.created = time.perf_counter()
+        self.round_started = self.created
+        self.startup_s = 0.0  # from the call to the first round: data, model, pool
+        self.engines: set[str] = set()  # how the pool's workers trained ("vmap", "loop")
 
     def train_client(self, task: SendTask) -> list[Action]:
         cid = task.client_id
         set_params(self.model, self.global_params)
-        result = self.train_fn(self.model, self.clients[cid], self.train_cfg,
+        data = ClientData(x=self.dataset.x_train, y=self.dataset.y_train,
+                          indices=self.part.indices[self.index[cid]])
+        result = self.train_fn(self.model, data, self.train_cfg,
                                _client_seed(self.cfg.seed, task.round, self.index[cid]),
                                self.global_params)
         # The update is checked like one off the wire: names, shapes, finite values.
@@ -108,11 +117,54 @@ class _Federation:
         return self.machine.handle(UpdateReceived(cid, task.round, result.num_examples),
                                    self.clock)
 
+    def train_batch(self, tasks: list[SendTask]) -> list[Action]:
+        """Train one round's sampled clients: inline, one after another, or on the pool."""
+        if self.pool is None:
+            return [a for task in tasks for a in self.train_client(task)]
+        round_ = tasks[0].round
+        jobs = [(self.index[t.client_id], _client_seed(self.cfg.seed, round_,
+                                                       self.index[t.client_id]))
+                for t in tasks]
+        if self.dp is not None:
+            mode, bound = ("each", None) if self.cfg.secagg else ("clip", self.dp.bound)
+        else:
+            mode, bound = ("each" if self.cfg.secagg else "sum"), None
+        out = self.pool.round(jobs, mode=mode, bound=bound,
+                              flat=pm.flatten(self.global_params))
+        self.faults = [a + b for a, b in zip(self.faults, (out.restarts, out.retried,
+                                                           len(out.lost)), strict=True)]
+        self.losses.extend(out.losses)
+        self.engines |= out.engines
+        if mode == "each":
+            spec = pm.spec_of(self.global_params)
+            for k, (index, n) in enumerate(zip(out.clients, out.num_examples, strict=True)):
+                assert out.total is not None
+                self.updates[self.ids[index]] = ClientUpdate(pm.unflatten(out.total[k], spec), n)
+        else:
+            self.pooled = out
+        return [a for index, n in zip(out.clients, out.num_examples, strict=True)
+                for a in self.machine.handle(UpdateReceived(self.ids[index], round_, n),
+                                             self.clock)]
+
+    def _pooled_total(self, action: Aggregate) -> RoundOutput:
+        out = self.pooled
+        if out is None or out.total is None or \
+                {self.ids[i] for i in out.clients} != set(action.client_ids):
+            raise WorkerError("the pool's sum does not cover the round's accepted clients")
+        return out
+
     def aggregate(self, action: Aggregate) -> None:
+        spec = pm.spec_of(self.global_params)
         if self.dp is not None:
             self.dp.admit(len(action.client_ids))  # BudgetExceededError: nothing applied
-            flat = {c: pm.flatten(self.updates[c].delta) for c in action.client_ids}
-            noisy = self.dp.noisy_mean(flat, run=f"sim-{self.cfg.seed}", round_=action.round)
+            if self.pool is not None and not self.cfg.secagg:
+                out = self._pooled_total(action)
+                assert out.total is not None
+                noisy = self.dp.noisy_mean_of_clipped(out.total, out.fits)
+            else:
+                flat = {c: pm.flatten(self.updates[c].delta) for c in action.client_ids}
+                noisy = self.dp.noisy_mean(flat, run=f"sim-{self.cfg.seed}",
+                                           round_=action.round)
             self.global_params, self.state = self.strategy.apply(
                 self.global_params,
                 pm.unflatten(noisy.astype(np.float32), pm.spec_of(self.global_params)),
@@ -124,6 +176,13 @@ class _Federation:
             if mean is not None:
                 self.global_params, self.state = self.strategy.apply(self.global_params, mean,
                                                                      self.state)
+            return
+        if self.pool is not None:
+            out = self._pooled_total(action)
+            assert out.total is not None
+            mean = pm.unflatten((out.total / out.weight).astype(np.float32), spec)
+            self.global_params, self.state = self.strategy.apply(self.global_params, mean,
+                                                                 self.state)
             return
         ups = [self.updates[c] for c in action.client_ids]
         self.global_params, self.state = self.strategy.aggregate(self.global_params, ups,
@@ -154,8 +213,12 @@ class _Federation:
             round=action.round, outcome=action.outcome.value, updates=len(action.accepted),
             dropped=len(action.dropped) + len(action.timed_out),
             train_loss=float(np.mean(self.losses)) if self.losses else float("nan"),
-            test_loss=ev.loss, test_accuracy=ev.accuracy, seconds=now - self.round_started)
+            test_loss=ev.loss, test_accuracy=ev.accuracy, seconds=now - self.round_started,
+            worker_restarts=self.faults[0], clients_retried=self.faults[1],
+            clients_lost=self.faults[2])
         self.round_started = now
+        self.faults = [0, 0, 0]
+        self.pooled = None
         self.updates.clear()
         self.losses.clear()
         self.history.append(record)
@@ -173,8 +236,15 @@ class _Federation:
                 continue
             action = queue.popleft()
             if isinstance(action, SendTask):
-                if self.straggle_rng.random() >= self.cfg.dropout:
-                    queue.extend(self.train_client(action))
+                # The round's tasks go out together: the pool trains them in parallel.
+                tasks = [action]
+                while queue and isinstance(queue[0], SendTask) \
+                        and queue[0].round == action.round:
+                    tasks.append(queue.popleft())  # type: ignore[arg-type]
+                # One straggler draw per task, in order, as the inline engine always made.
+                live = [t for t in tasks if self.straggle_rng.random() >= self.cfg.dropout]
+                if live:
+                    queue.extend(self.train_batch(live))
             elif isinstance(action, Aggregate):
                 try:
                     self.aggregate(action)
@@ -238,6 +308,34 @@ def _run(config: SimConfig, *, dataset: Dataset | None, model_fn: ModelFn | None
     else:
         model = model_fn()
     fed = _Federation(config, ds, model, train_fn or train_local)
+    fed.created = t0  # start-up counts from the call: data, partition, model, pool
+    if config.backend != "inline":
+        setup = WorkerSetup(train_cfg=fed.train_cfg, spec_json=spec_json,
+                            model_fn=model_fn, train_fn=train_fn, vectorize=config.vectorize)
+        fed.pool = Parallel(backend=config.backend, workers=config.workers,
+                            ray_address=config.ray_address, policy=config.on_worker_failure,
+                            setup=setup, dataset=ds, part=fed.part)
+    try:
+        _drive(fed, config, on_round=on_round, progress=progress, console=console)
+    finally:
+        if fed.pool is not None:
+            fed.pool.close()
+    extra: dict[str, object] = {"secagg": config.secagg, "startup_s": fed.startup_s,
+                                "backend": config.backend}
+    if fed.pool is not None:
+        extra.update(fed.pool.describe(), engines=sorted(fed.engines),
+                     worker_restarts=fed.pool.restarts)
+    if fed.dp is not None:
+        extra.update(fed.dp.summary(), budget_refused=fed.refused)
+    return SimResult(config=config, history=fed.history, params=fed.global_params,
+                     seconds_total=time.perf_counter() - t0, model_spec_json=spec_json,
+                     extra=extra)
+
+
+def _drive(fed: _Federation, config: SimConfig, *, on_round: RoundCallback | None,
+           progress: bool, console: Console | None) -> None:
+    fed.startup_s = time.perf_counter() - fed.created
+    fed.round_started = time.perf_counter()
     callbacks = [on_round] if on_round else []
 
     def notify(record: RoundRecord) -> None:
@@ -256,9 +354,3 @@ def _run(config: SimConfig, *, dataset: Dataset | None, model_fn: ModelFn | None
             fed.run(notify)
     else:
         fed.run(notify)
-    extra: dict[str, object] = {"secagg": config.secagg}
-    if fed.dp is not None:
-        extra.update(fed.dp.summary(), budget_refused=fed.refused)
-    return SimResult(config=config, history=fed.history, params=fed.global_params,
-                     seconds_total=time.perf_counter() - t0, model_spec_json=spec_json,
-                     extra=extra)

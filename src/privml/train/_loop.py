@@ -277,7 +277,10 @@ def train_local(model: nn.Module, data: ClientDataLike, config: TrainConfig, see
     entry = {name: t.detach().clone() for name, t in state.items()}
     try:
         with _mode(model, True), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator only: torch.manual_seed also seeds every accelerator backend
+            # lazily, formatting a stack trace each time (~1 ms a call, most of a small
+            # client's training).
+            torch.default_generator.manual_seed(seed)
             total, steps = _fit(model, data, config, seed, anchor)
     except BaseException:
         with torch.no_grad():
