@@ -39,7 +39,7 @@ from privml.protocol import (
 )
 from privml.secagg import run_round
 from privml.sim._config import RoundRecord, SimConfig, SimResult
-from privml.sim._parallel import Parallel, RoundOutput, WorkerError
+from privml.sim._parallel import Parallel, RoundOutput, WorkerError, csr
 from privml.sim._worker import WorkerSetup
 from privml.strategies import ClientUpdate, ServerState, make_strategy
 from privml.train import TrainConfig, TrainFn, evaluate, get_params, set_params, train_local
@@ -71,9 +71,10 @@ class _Federation:
         part = partition(dataset.y_train, cfg.clients, alpha=cfg.alpha,
                          rng=np.random.default_rng(seeds[0]))
         width = len(str(cfg.clients - 1))
-        self.part = part
+        # The partition as one index array and offsets: per client, two integers.
+        self.order, self.offsets = csr(part)
+        del part
         self.ids = [f"client-{i:0{width}d}" for i in range(cfg.clients)]
-        self.index = {cid: i for i, cid in enumerate(self.ids)}
         self.pool: Parallel | None = None  # worker processes or Ray actors; None: inline
         self.pooled: RoundOutput | None = None  # this round's reduced sum, from the pool
         self.faults = [0, 0, 0]  # this round's worker restarts, clients retried, lost
@@ -101,13 +102,19 @@ class _Federation:
         self.startup_s = 0.0  # from the call to the first round: data, model, pool
         self.engines: set[str] = set()  # how the pool's workers trained ("vmap", "loop")
 
+    @staticmethod
+    def index(cid: str) -> int:
+        """The client's number: ``client-0042`` -> 42 (no per-client lookup table)."""
+        return int(cid.rpartition("-")[2])
+
     def train_client(self, task: SendTask) -> list[Action]:
         cid = task.client_id
         set_params(self.model, self.global_params)
+        k = self.index(cid)
         data = ClientData(x=self.dataset.x_train, y=self.dataset.y_train,
-                          indices=self.part.indices[self.index[cid]])
+                          indices=self.order[self.offsets[k]:self.offsets[k + 1]])
         result = self.train_fn(self.model, data, self.train_cfg,
-                               _client_seed(self.cfg.seed, task.round, self.index[cid]),
+                               _client_seed(self.cfg.seed, task.round, k),
                                self.global_params)
         # The update is checked like one off the wire: names, shapes, finite values.
         local = pm.validate(get_params(self.model), pm.spec_of(self.global_params))
@@ -122,9 +129,8 @@ class _Federation:
         if self.pool is None:
             return [a for task in tasks for a in self.train_client(task)]
         round_ = tasks[0].round
-        jobs = [(self.index[t.client_id], _client_seed(self.cfg.seed, round_,
-                                                       self.index[t.client_id]))
-                for t in tasks]
+        jobs = [(k, _client_seed(self.cfg.seed, round_, k))
+                for k in (self.index(t.client_id) for t in tasks)]
         if self.dp is not None:
             mode, bound = ("each", None) if self.cfg.secagg else ("clip", self.dp.bound)
         else:
@@ -314,7 +320,8 @@ def _run(config: SimConfig, *, dataset: Dataset | None, model_fn: ModelFn | None
                             model_fn=model_fn, train_fn=train_fn, vectorize=config.vectorize)
         fed.pool = Parallel(backend=config.backend, workers=config.workers,
                             ray_address=config.ray_address, policy=config.on_worker_failure,
-                            setup=setup, dataset=ds, part=fed.part)
+                            setup=setup, dataset=ds, order=fed.order,
+                            offsets=fed.offsets)
     try:
         _drive(fed, config, on_round=on_round, progress=progress, console=console)
     finally:

@@ -64,14 +64,15 @@ class Parallel:
     """The worker pool of one simulation and the round's reduction."""
 
     def __init__(self, *, backend: str, workers: int | None, ray_address: str | None,
-                 policy: str, setup: WorkerSetup, dataset: Dataset, part: Partition) -> None:
-        order, offsets = csr(part)
+                 policy: str, setup: WorkerSetup, dataset: Dataset,
+                 order: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> None:
         self.sizes = np.diff(offsets)
         self.policy = policy
         self.restarts = 0
         self.shared: SharedArrays | None = None
         self.pool: Any
         arrays = (dataset.x_train, dataset.y_train, order, offsets)
+        _warm_up(setup)
         if backend == "ray":
             from privml.sim._ray import RayPool
 
@@ -175,6 +176,20 @@ class Parallel:
         finally:
             if self.shared is not None:
                 self.shared.close()
+
+
+def _warm_up(setup: WorkerSetup) -> None:
+    """Import here, once, what a worker's first optimizer step or vmap call imports
+    (torch._dynamo: ~1 s): forked workers then start with it, sharing its pages."""
+    if setup.vectorize == "off" and setup.train_fn is not None:
+        return
+    import importlib
+
+    import torch
+    from torch.func import grad_and_value, vmap
+
+    importlib.import_module("torch._dynamo")
+    vmap(grad_and_value(lambda p, x: (p * x).sum()))(torch.ones(2, 2), torch.ones(2, 2))
 
 
 def check_backend(backend: str, on_worker_failure: str, vectorize: str) -> None:
