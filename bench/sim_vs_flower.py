@@ -61,7 +61,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 # torch first and pinned: pip then takes the CPU build from local disk (unpinned, it would
 # pull gigabytes of CUDA wheels); flwr unpinned, and the version it resolved is recorded.
-PEER_REQUIREMENTS = (("torch==2.13.0",), ("flwr[simulation]", "numpy"))
+PEER_REQUIREMENTS = (("torch==2.13.0",), ("flwr[simulation]>=1.42,<1.43", "numpy"))
 SIDE_TIMEOUT_S = 600
 BUSY_WARN = 0.25  # CPU busy fraction before a run above which its timing is suspect
 

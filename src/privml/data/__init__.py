@@ -6,7 +6,9 @@ downloaded at run time:
 - ``digits``        scikit-learn's bundled 8x8 digits, a seeded stratified 80/20 split;
 - ``fashion-mnist`` the IDX files of the Debian package ``dataset-fashion-mnist``
                     (or ``$PRIVML_FASHION_MNIST``), with the dataset's own split;
-- ``csv``           a CSV file of numeric features and a label column.
+- ``csv``           a CSV file of numeric features and a label column;
+- ``synthetic``     generated Gaussian class clusters, any number of rows
+                    (``synthetic:1000000``), a logistic regression's fair test.
 
 :func:`read_feature_csv` reads rows to predict on (features, and labels if present).
 
@@ -32,6 +34,7 @@ from privml.data._partition import (
     partition_dirichlet,
     partition_iid,
 )
+from privml.data._synthetic import make_synthetic
 
 __all__ = [
     "DATASETS",
@@ -43,6 +46,7 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
+    "make_synthetic",
     "partition",
     "partition_dirichlet",
     "partition_iid",

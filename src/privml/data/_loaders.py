@@ -1,6 +1,6 @@
-"""The named datasets: digits (bundled with scikit-learn), Fashion-MNIST (IDX files on disk)
-and CSV. Nothing here downloads anything: a dataset that is not on disk is a DataError that
-says where it was looked for and how to install it."""
+"""The named datasets: digits (bundled with scikit-learn), Fashion-MNIST (IDX files on disk),
+CSV and a generated synthetic problem. Nothing here downloads anything: a dataset that is
+not on disk is a DataError that says where it was looked for and how to install it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from privml._exceptions import ConfigError, DataError
 from privml.data._csv import load_csv
 from privml.data._dataset import Dataset, check_seed, check_test_fraction, split
 from privml.data._idx import read_idx
+from privml.data._synthetic import make_synthetic, parse_synthetic
 
 __all__ = [
     "DATASETS",
@@ -26,7 +27,7 @@ __all__ = [
     "load_fashion_mnist",
 ]
 
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "csv")
+DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "csv", "synthetic")
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs the files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -121,8 +122,11 @@ def load_dataset(name: str, *, seed: int = 0, path: str | Path | None = None,
 
     ``"csv"`` needs ``path`` (or the name ``"csv:PATH"``) and uses ``label``; ``seed`` and
     ``test_fraction`` shape the split of digits and CSV, while Fashion-MNIST keeps its own
-    split and takes ``path`` as its directory. Raises :class:`~privml.ConfigError` for an
-    unknown name or a missing CSV path.
+    split and takes ``path`` as its directory. ``"synthetic"`` is
+    :func:`~privml.data.make_synthetic` with 100,000 training rows, ``"synthetic:ROWS"``
+    with ROWS (e.g. ``synthetic:1000000``); ``seed`` seeds it, it generates its own test
+    rows (``test_fraction`` is not used) and takes no path. Raises
+    :class:`~privml.ConfigError` for an unknown name or a missing CSV path.
     """
     if not isinstance(name, str):
         raise ConfigError(f"dataset name must be a string, got {type(name).__name__}")
@@ -139,8 +143,13 @@ def load_dataset(name: str, *, seed: int = 0, path: str | Path | None = None,
         return load_digits(seed=seed, test_fraction=test_fraction)
     if name == "fashion-mnist":
         return load_fashion_mnist(path)
+    if name == "synthetic" or name.startswith("synthetic:"):
+        if path is not None:
+            raise ConfigError("dataset 'synthetic' is generated and takes no path")
+        return make_synthetic(parse_synthetic(name), seed=seed)
     if name == "csv":
         if path is None:
             raise ConfigError("dataset 'csv' needs a path (pass path=... or use csv:PATH)")
         return load_csv(path, label=label, test_fraction=test_fraction, seed=seed)
-    raise ConfigError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+    raise ConfigError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)}; "
+                      "csv:PATH and synthetic:ROWS name a file or a size)")

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from privml import params as pm
-from privml._exceptions import BudgetExceededError, RoundAbortedError
+from privml._exceptions import BudgetExceededError, ConfigError, RoundAbortedError
 from privml.data import ClientData, Dataset, load_dataset, partition
 from privml.dp import ClientLevelDP
 from privml.models import build_torch, zoo
@@ -40,6 +40,7 @@ from privml.protocol import (
 from privml.secagg import run_round
 from privml.sim._config import RoundRecord, SimConfig, SimResult
 from privml.sim._parallel import Parallel, RoundOutput, WorkerError, csr
+from privml.sim._vmap import vectorizable
 from privml.sim._worker import WorkerSetup
 from privml.strategies import ClientUpdate, ServerState, make_strategy
 from privml.train import TrainConfig, TrainFn, evaluate, get_params, set_params, train_local
@@ -316,6 +317,10 @@ def _run(config: SimConfig, *, dataset: Dataset | None, model_fn: ModelFn | None
     fed = _Federation(config, ds, model, train_fn or train_local)
     fed.created = t0  # start-up counts from the call: data, partition, model, pool
     if config.backend != "inline":
+        if config.vectorize == "on":
+            why = "a custom train_fn" if train_fn else vectorizable(model, fed.train_cfg)
+            if why is not None:
+                raise ConfigError(f"vectorize='on' cannot apply: {why}")
         setup = WorkerSetup(train_cfg=fed.train_cfg, spec_json=spec_json,
                             model_fn=model_fn, train_fn=train_fn, vectorize=config.vectorize)
         fed.pool = Parallel(backend=config.backend, workers=config.workers,

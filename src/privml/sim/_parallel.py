@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from privml._exceptions import ConfigError, PrivmlError
+from privml._exceptions import ConfigError, DataError, ParamsError, PrivmlError
 from privml.data import Dataset, Partition
-from privml.sim._pool import Outcome, ProcessPool, SharedArrays, WorkerFailure, default_workers
+from privml.sim._pool import Outcome, ProcessPool, WorkerFailure, default_workers
 from privml.sim._worker import WorkerSetup
 
 __all__ = ["MAX_RESTARTS", "Parallel", "RoundOutput", "WorkerError"]
 
+_ERRORS: dict[str, type[Exception]] = {
+    "ConfigError": ConfigError, "DataError": DataError, "ParamsError": ParamsError}
 MAX_RESTARTS = 20  # per run: workers that keep dying mean something else is wrong
 
 
@@ -69,7 +71,6 @@ class Parallel:
         self.sizes = np.diff(offsets)
         self.policy = policy
         self.restarts = 0
-        self.shared: SharedArrays | None = None
         self.pool: Any
         arrays = (dataset.x_train, dataset.y_train, order, offsets)
         _warm_up(setup)
@@ -78,12 +79,7 @@ class Parallel:
 
             self.pool = RayPool(setup, arrays, workers, ray_address)
         else:
-            self.shared = SharedArrays(*arrays)
-            try:
-                self.pool = ProcessPool(setup, self.shared, workers or default_workers())
-            except BaseException:
-                self.shared.close()
-                raise
+            self.pool = ProcessPool(setup, arrays, workers or default_workers())
 
     @property
     def size(self) -> int:
@@ -124,6 +120,10 @@ class Parallel:
                     continue
                 reply, arr = result
                 if not reply.get("ok"):
+                    # privml's own errors keep their type (as inline); others are wrapped.
+                    known = _ERRORS.get(str(reply.get("kind")))
+                    if known is not None:
+                        raise known(str(reply.get("message")))
                     raise WorkerError(f"training failed in a worker: {reply.get('error')}")
                 parts.append((reply, arr))
             for slot in failed:
@@ -171,11 +171,7 @@ class Parallel:
         out.total = total
 
     def close(self) -> None:
-        try:
-            self.pool.close()
-        finally:
-            if self.shared is not None:
-                self.shared.close()
+        self.pool.close()
 
 
 def _warm_up(setup: WorkerSetup) -> None:

@@ -1,20 +1,23 @@
-"""The local worker pool: one process per core, the training data memory-mapped once.
+"""The local worker pool: one process per core, one copy of the training data.
 
-The training arrays and the partition (one concatenated index array and its offsets) are
-written once to a temporary folder as ``.npy`` files; every worker maps them read-only, so
-the page cache holds one copy whatever the number of workers or clients. Workers are forked
-from the coordinating process (quick to start, and a model or training function need not
-be picklable); each one ignores Ctrl-C, which the coordinating process handles by closing
-the pool. Parent and worker speak over a pipe in JSON headers and raw float arrays.
+Workers are forked from the coordinating process (quick to start, and a model or training
+function need not be picklable) and inherit its training arrays and partition (one
+concatenated index array and its offsets): pages shared copy-on-write and never written,
+so the data exists once whatever the number of workers or clients. Where a process cannot
+fork, the arrays are written once to ``.npy`` files that every worker memory-maps
+read-only (:class:`SharedArrays`): the page cache then holds the one copy. Each worker
+ignores Ctrl-C, which the coordinating process handles by closing the pool. Parent and
+worker speak over a pipe in JSON headers and raw float arrays.
 
 A worker that dies (killed, out of memory) shows as a closed pipe: :meth:`ProcessPool.run`
 reports it as a failure for that share, and the caller restarts it (:meth:`restart`) and
-retries or drops its clients (``sim/_dispatch.py``).
+retries or drops its clients (``sim/_parallel.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -78,11 +81,15 @@ class WorkerFailure:
 Outcome = tuple[dict[str, Any], npt.NDArray[Any]] | WorkerFailure
 
 
-def _serve(conn: Connection, setup: WorkerSetup, shared: SharedArrays) -> None:
+Arrays = tuple[npt.NDArray[Any], ...]
+
+
+def _serve(conn: Connection, setup: WorkerSetup, data: SharedArrays | Arrays) -> None:
     """A worker process's whole life: build, announce, then answer rounds until closed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        worker = Worker(setup, *shared.open())
+        arrays = data.open() if isinstance(data, SharedArrays) else data
+        worker = Worker(setup, *arrays)
     except Exception as exc:  # reported to the parent, which raises it
         conn.send_bytes(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}
                                    ).encode())
@@ -101,7 +108,8 @@ def _serve(conn: Connection, setup: WorkerSetup, shared: SharedArrays) -> None:
         try:
             reply, arr = worker.run(head, flat)
         except Exception as exc:  # a training error: the parent decides what it means
-            reply, arr = ({"ok": False, "error": f"{type(exc).__name__}: {exc}"},
+            reply, arr = ({"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                           "kind": type(exc).__name__, "message": str(exc)},
                           np.zeros(0, dtype=np.float64))
         reply["dtype"] = str(arr.dtype)
         conn.send_bytes(json.dumps(reply).encode())
@@ -109,19 +117,28 @@ def _serve(conn: Connection, setup: WorkerSetup, shared: SharedArrays) -> None:
 
 
 class ProcessPool:
-    """``size`` forked worker processes over one :class:`SharedArrays`."""
+    """``size`` worker processes over one copy of the training arrays: forked workers
+    inherit the parent's (copy-on-write pages that nobody writes: shared, never copied);
+    where processes cannot fork, the arrays go to a :class:`SharedArrays` file that every
+    worker maps."""
 
     backend = "local"
 
-    def __init__(self, setup: WorkerSetup, shared: SharedArrays, size: int) -> None:
+    def __init__(self, setup: WorkerSetup, arrays: Arrays, size: int) -> None:
         if size < 1:
             raise ConfigError(f"workers must be >= 1, got {size}")
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         self._ctx: Any = mp.get_context(method)
-        self.setup, self.shared, self.size = setup, shared, size
+        self.shared = SharedArrays(*arrays) if method != "fork" else None
+        self.data: SharedArrays | Arrays = self.shared or arrays
+        self.setup, self.size = setup, size
         self.procs: list[Any] = [None] * size
         self.conns: list[Connection | None] = [None] * size
         self.info: list[dict[str, Any]] = [{} for _ in range(size)]
+        # Objects alive now go to the collector's permanent generation: a forked worker's
+        # collections then leave them alone instead of writing to (and so copying) every
+        # page of the parent's heap.
+        gc.freeze()
         try:
             for slot in range(size):
                 self._spawn(slot)
@@ -133,7 +150,7 @@ class ProcessPool:
 
     def _spawn(self, slot: int) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_serve, args=(child, self.setup, self.shared),
+        proc = self._ctx.Process(target=_serve, args=(child, self.setup, self.data),
                                  name=f"privml-sim-worker-{slot}", daemon=True)
         proc.start()
         child.close()  # only the worker holds its end: its death closes the pipe
@@ -215,3 +232,6 @@ class ProcessPool:
     def close(self) -> None:
         for slot in range(self.size):
             self._stop(slot)
+        gc.unfreeze()
+        if self.shared is not None:
+            self.shared.close()

@@ -51,7 +51,8 @@ class _Actor:
         try:
             return self.worker.run(head, np.asarray(flat, dtype=np.float32))
         except Exception as exc:
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, np.zeros(0)
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                           "kind": type(exc).__name__, "message": str(exc)}, np.zeros(0)
 
 
 class RayPool:
