@@ -72,11 +72,11 @@ from flwr.app import (  # noqa: E402
     ConfigRecord,
     Context,
     Message,
+    MessageType,
     MetricRecord,
     RecordDict,
 )
 from flwr.clientapp import ClientApp  # noqa: E402
-from flwr.common import MessageType  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 from flwr.serverapp.strategy.strategy_utils import sample_nodes  # noqa: E402

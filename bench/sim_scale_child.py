@@ -168,8 +168,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     run_s = time.perf_counter() - t1
     return {
         "config": cfg.to_dict(),
-        "rows": int(len(ds.y_train)),
-        "test_rows": int(len(ds.y_test)),
+        "rows": len(ds.y_train),
+        "test_rows": len(ds.y_test),
         "load_s": load_s,
         "run_s": run_s,
         "startup_s": float(result.extra.get("startup_s", float("nan"))),

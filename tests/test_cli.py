@@ -135,6 +135,10 @@ def test_sim_json_summary(tmp_path: Path) -> None:
         assert key in s
     assert s["rounds"] == 2 and s["clients"] == 4 and 0 <= s["final_accuracy"] <= 1
     assert (tmp_path / "p.png").exists()
+    # The default engine: worker processes; its shape is in the summary and on screen.
+    assert s["backend"] == "local" and s["workers"] >= 1 and s["startup_s"] > 0
+    assert "engine: local" in res.stdout
+    assert all(h["worker_restarts"] == 0 for h in s["history"])
 
 
 def _write_idx(path: Path, arr: np.ndarray) -> None:
@@ -164,6 +168,12 @@ def corrupt_fashion(tmp_path: Path) -> Path:
     (["--alpha", "-0.5"], "alpha must be > 0"),
     (["--alpha", "banana"], "alpha must be a number"),
     (["--clients", "5", "--per-round", "10"], "more clients per round (10) than clients (5)"),
+    (["--backend", "threads"], "backend must be 'inline', 'local' or 'ray'"),
+    (["--workers", "0"], "workers must be an integer >= 1"),
+    (["--vectorize", "maybe"], "vectorize must be 'auto', 'on' or 'off'"),
+    (["--on-worker-failure", "ignore"], "on_worker_failure must be 'retry' or 'drop'"),
+    (["--ray-address", "auto"], "ray_address is for backend='ray'"),
+    (["--optimizer", "adam", "--vectorize", "on"], "vectorize='on' cannot apply: optimizer"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     res = runner.invoke(app, ["sim", "--rounds", "1", "--no-progress", *args])

@@ -284,3 +284,41 @@ def test_ray_actor_killed_mid_round_is_replaced(ray_cluster: Any, digits: Datase
     assert sum(r.worker_restarts for r in result.history) == 1
     assert all(r.clients_lost == 0 for r in result.history)
     np.testing.assert_allclose(_flat(result), _flat(inline), atol=2e-6)
+
+
+def test_spawned_workers_map_the_arrays_from_files(digits: Dataset) -> None:
+    """Where a process cannot fork, the arrays go to .npy files every worker maps
+    read-only; the shares come back as from forked workers."""
+    from privml.data import partition
+    from privml.models import build_torch, zoo
+    from privml.sim._parallel import csr
+    from privml.sim._pool import ProcessPool
+    from privml.sim._worker import WorkerSetup
+    from privml.train import get_params
+
+    spec = zoo("logreg", input_shape=digits.input_shape, num_classes=10)
+    setup = WorkerSetup(train_cfg=TrainConfig(epochs=1, batch_size=16), spec_json=spec.to_json(),
+                        vectorize="off")
+    part = partition(digits.y_train, 20, alpha=None, rng=np.random.default_rng(0))
+    arrays = (digits.x_train, digits.y_train, *csr(part))
+    flat = pm.flatten(get_params(build_torch(spec)))
+    heads: list[dict[str, Any] | None] = [
+        {"mode": "sum", "bound": None, "clients": [[0, 1], [1, 2]]},
+        {"mode": "each", "bound": None, "clients": [[2, 3]]}]
+    answers = []
+    for method in ("spawn", "fork"):
+        pool = ProcessPool(setup, arrays, 2, start_method=method)
+        try:
+            if method == "spawn":
+                assert pool.shared is not None
+                maps = Path(f"/proc/{pool.pids()[0]}/maps").read_text()
+                assert str(pool.shared.directory / "x.npy") in maps
+            answers.append(pool.run(heads, flat))
+        finally:
+            pool.close()
+        if method == "spawn":
+            assert pool.shared is not None and not pool.shared.directory.exists()
+    for slot in (0, 1):
+        (ra, aa), (rb, ab) = answers[0][slot], answers[1][slot]  # type: ignore[misc]
+        assert ra["clients"] == rb["clients"] and ra["num_examples"] == rb["num_examples"]
+        np.testing.assert_array_equal(aa, ab)

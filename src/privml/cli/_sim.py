@@ -51,6 +51,16 @@ def _finish(result: object, *, kind: str, json_path: Path | None, plot: Path | N
     if json_path is not None:
         write_json(json_path, summary)
     out.print(summary_table(summary, title))
+    if summary.get("workers"):
+        engine = "+".join(str(e) for e in summary.get("engines") or []) or "-"
+        out.print(f"engine: {summary['backend']}, {summary['workers']} workers ({engine}); "
+                  f"start-up {float(summary.get('startup_s', 0)):.2f} s", highlight=False)
+        history = result.history
+        restarts = sum(r.worker_restarts for r in history)
+        if restarts:
+            err.print(f"[yellow]workers restarted: {restarts}[/] (clients retried: "
+                      f"{sum(r.clients_retried for r in history)}, left out: "
+                      f"{sum(r.clients_lost for r in history)})")
     if "epsilon" in summary:
         out.print(f"client-level DP ({summary['dp_placement']} noise, z = "
                   f"{summary['noise_multiplier']:.4g}, C = {summary['clip_norm']:g}): "

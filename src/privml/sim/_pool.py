@@ -124,10 +124,12 @@ class ProcessPool:
 
     backend = "local"
 
-    def __init__(self, setup: WorkerSetup, arrays: Arrays, size: int) -> None:
+    def __init__(self, setup: WorkerSetup, arrays: Arrays, size: int,
+                 start_method: str | None = None) -> None:
         if size < 1:
             raise ConfigError(f"workers must be >= 1, got {size}")
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        method = start_method or ("fork" if "fork" in mp.get_all_start_methods()
+                                  else "spawn")
         self._ctx: Any = mp.get_context(method)
         self.shared = SharedArrays(*arrays) if method != "fork" else None
         self.data: SharedArrays | Arrays = self.shared or arrays
