@@ -249,6 +249,8 @@ def main() -> int:
         if args.engine != "plain":
             for name in ("privml.sim", *PRE_IMPORTED):
                 importlib.import_module(name)
+        if args.engine == "ray":
+            importlib.import_module("ray")  # lazy in privml; flower_side imports it first too
         import_s = time.perf_counter() - _T_START
         if args.engine == "plain":
             result = run_plain(args.task)

@@ -164,7 +164,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
              examples=counter.per_round[-1])
 
     t1 = time.perf_counter()
-    result = run_simulation(cfg, dataset=ds, progress=False, on_round=on_round)
+    result = run_simulation(cfg, dataset=ds, progress=False, on_round=on_round, **kwargs)
     run_s = time.perf_counter() - t1
     return {
         "config": cfg.to_dict(),

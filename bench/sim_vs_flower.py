@@ -207,15 +207,15 @@ def record_schedule(cfg: Any, parts: list[np.ndarray]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- watching a side
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(name, parent pid, session id) of a process, from /proc/<pid>/stat."""
+def _stat(pid: int) -> tuple[str, str, int, int] | None:
+    """(name, state, parent pid, session id) of a process, from /proc/<pid>/stat."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     name = text[text.index("(") + 1:text.rindex(")")]
     fields = text[text.rindex(")") + 2:].split()
-    return name, int(fields[1]), int(fields[3])
+    return name, fields[0], int(fields[1]), int(fields[3])
 
 
 def _tagged(tag: str) -> list[int]:
@@ -253,21 +253,46 @@ class SideWatch(PeakSampler):
         self.outside: set[int] = set()
         self.peak_tree: int | None = None  # the tree alone
         self.max_processes = 0
+        self.cpu_s = 0.0  # CPU time the sampling took (it competes with the side)
 
     def census(self) -> None:
-        tree = set(process_tree(self.pid))
+        root = _stat(self.pid)
+        if root is None or root[1] in "ZX":
+            # The side has exited: its children are orphans now, outside any tree; those
+            # that outlive it are end_leftovers()'s business, not the run's memory.
+            return
         for pid in _tagged(self.tag):
             stat = _stat(pid)
             if stat is None:
                 continue
-            entry = self.seen.setdefault(pid, {"name": stat[0], "in_tree": pid in tree,
-                                               "session": stat[2]})
+            inside = self._descends(pid)
+            entry = self.seen.setdefault(pid, {"name": stat[0], "in_tree": inside,
+                                               "session": stat[3]})
             entry["name"] = stat[0]  # a worker renames itself (ray::IDLE -> ray::_Actor)
-            if pid not in tree:
+            if not inside:
                 entry["in_tree"] = False
                 self.outside.add(pid)
 
+    def _descends(self, pid: int) -> bool:
+        """Whether ``pid`` is the side's process or one of its descendants (followed up
+        the parent links, so a process born during the census is not taken for a stray)."""
+        for _ in range(64):
+            if pid == self.pid:
+                return True
+            stat = _stat(pid)
+            if stat is None or stat[2] <= 1:
+                return False
+            pid = stat[2]
+        return False
+
     def sample(self) -> None:
+        t0 = time.thread_time()
+        try:
+            self._sample()
+        finally:
+            self.cpu_s += time.thread_time() - t0
+
+    def _sample(self) -> None:
         if self.ticks % self.census_every == 0:
             self.census()
         self.ticks += 1
@@ -288,6 +313,7 @@ class SideWatch(PeakSampler):
             names[entry["name"]] = names.get(entry["name"], 0) + 1
         return {"peak_pss_bytes": self.peak, "peak_pss_tree_only_bytes": self.peak_tree,
                 "pss_samples": self.samples, "pss_interval_s": self.interval,
+                "sampler_cpu_s": self.cpu_s,
                 "max_processes_in_tree": self.max_processes,
                 "processes_seen": dict(sorted(names.items())),
                 "outside_tree": sorted({self.seen[p]["name"] for p in self.outside})}

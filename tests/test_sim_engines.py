@@ -257,7 +257,7 @@ def test_client_data_is_mapped_not_copied() -> None:
 def ray_cluster() -> Any:
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False, _node_ip_address="127.0.0.1")
     # This module's functions (the killing train_fn) travel to the actors by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ray

@@ -72,7 +72,10 @@ class RayPool:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
             if address is None:
-                kwargs["num_cpus"] = size or _cores()
+                # A cluster of this machine alone: advertised on loopback. (Ray's token
+                # authentication, on by default since Ray 2.5x, guards its ports; some
+                # of them still listen on every interface: see README, Simulation at scale.)
+                kwargs.update(num_cpus=size or _cores(), _node_ip_address="127.0.0.1")
             ray.init(address=address, **kwargs)
             self._owns = True
         cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
