@@ -29,6 +29,7 @@ the plot ``bench/results/sim_scale.png`` and a section of ``BENCHMARKS.md``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -91,9 +92,12 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]]]:
             todo.append(("scaling", f"scaling inline {k}/round",
                          fashion_spec(args, k, args.inline_rounds, backend="inline")))
     if "synthetic" in args.only:
-        for c in args.synthetic_clients:
-            todo.append(("synthetic", f"synthetic {args.synthetic_rows:,} rows, {c:,} clients",
-                         synthetic_spec(args, c)))
+        # Repeats interleaved (1k, 10k, 100k, 1k, ...): a drift of the machine's state
+        # then spreads over every client count instead of landing on one.
+        for rep in range(args.synthetic_repeats):
+            for c in args.synthetic_clients:
+                todo.append(("synthetic", f"synthetic {args.synthetic_rows:,} rows, {c:,} "
+                             f"clients #{rep + 1}", synthetic_spec(args, c)))
     return todo
 
 
@@ -113,6 +117,19 @@ def _reader(proc: subprocess.Popen[str], events: list[dict[str, Any]], progress:
                             info=f"{event['seconds']:.3f} s  acc {event['accuracy']:.3f}")
         elif event.get("event") == "loaded":
             progress.update(task, info=f"data loaded ({event['load_s']:.1f} s)")
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the child's group (the child then closes its pool, and with it any temporary
+    files the pool made), and SIGKILL whatever is left after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_child(spec: dict[str, Any], label: str, progress: Progress, *, interval: float,
@@ -139,8 +156,10 @@ def run_child(spec: dict[str, Any], label: str, progress: Progress, *, interval:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _kill(proc)
+            except BaseException:  # Ctrl-C reaches only this group: take the child's down
+                _kill(proc)
+                raise
             reader.join(10)
     wall = time.perf_counter() - t0
     progress.update(task, completed=spec["rounds"], info=f"done in {wall:.0f} s")
@@ -219,18 +238,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="refresh the BENCHMARKS.md section (default: yes, unless --quick)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default="mlp", help="Fashion-MNIST model (mlp or logreg)")
-    p.add_argument("--lr", type=float, default=0.05, help="Fashion-MNIST local SGD step")
+    p.add_argument("--lr", type=float, default=0.1, help="Fashion-MNIST local SGD step")
     p.add_argument("--rounds", type=int, default=25, help="rounds of the 10,000-client run")
     p.add_argument("--sizes", type=ints, default=[10, 30, 100, 300, 1000],
                    help="clients per round of the scaling runs")
     p.add_argument("--scale-rounds", type=int, default=7)
-    p.add_argument("--inline-sizes", type=ints, default=[10, 100],
+    p.add_argument("--inline-sizes", type=ints, default=[10, 100, 1000],
                    help="inline-backend reference sizes ('' for none)")
     p.add_argument("--inline-rounds", type=int, default=5)
     p.add_argument("--synthetic-rows", type=int, default=1_000_000)
     p.add_argument("--synthetic-clients", type=ints, default=[1000, 10_000, 100_000])
-    p.add_argument("--synthetic-rounds", type=int, default=5)
-    p.add_argument("--synthetic-lr", type=float, default=0.1)
+    p.add_argument("--synthetic-rounds", type=int, default=8)
+    p.add_argument("--synthetic-lr", type=float, default=0.5)
+    p.add_argument("--synthetic-repeats", type=int, default=3,
+                   help="fresh processes per client count (medians are reported)")
     p.add_argument("--warmup", type=int, default=2,
                    help="first rounds left out of the medians (vmap tracing, engine choice)")
     p.add_argument("--sample-interval", type=float, default=0.1,
@@ -243,7 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown part(s) {bad}; choose from {', '.join(PARTS)}")
     if args.quick:
         args.rounds, args.scale_rounds, args.inline_rounds = 5, 4, 3
-        args.synthetic_rounds = 3
+        args.synthetic_rounds, args.synthetic_repeats = 3, 1
         args.sizes = [s for s in args.sizes if s in (10, 100, 1000)] or args.sizes
         args.inline_sizes = args.inline_sizes[:1]
         args.warmup = 1
@@ -279,8 +300,13 @@ def collect(args: argparse.Namespace, previous: dict[str, Any]) -> dict[str, Any
     return results
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run_child, which kills the child's group
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     RESULTS.mkdir(exist_ok=True)
     stem = "sim_scale.quick" if args.quick else "sim_scale"
     json_path, png_path = RESULTS / f"{stem}.json", RESULTS / f"{stem}.png"
@@ -288,13 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         if not previous:
             raise SystemExit(f"{json_path} does not exist: run the benchmark first")
-        results = previous
+        results = {**previous, "json": json_path.name, "png": png_path.name}
     else:
         load = os.getloadavg()
         console.print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
                       f"{os.cpu_count()} cores" + ("  [yellow](busy: timings will be noisy)"
                                                    if load[0] > 1 else ""))
         results = collect(args, previous if set(args.only) != set(PARTS) else {})
+        results.update(json=json_path.name, png=png_path.name)
         json_path.write_text(json.dumps(results, indent=1) + "\n")
         console.print(f"wrote {json_path.relative_to(ROOT)}")
     table = render(results, png_path=png_path, markdown=args.markdown)

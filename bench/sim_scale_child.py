@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -96,13 +97,16 @@ class ExampleCounter:
         self.current = 0
         self.per_round: list[int] = []
         self.hooked = False
+        self.first_round_clients: list[int] | None = None  # which clients round 1 trained
 
     def hook_pool(self) -> None:
         original = parallel_module.Parallel.round
         counter = self
 
-        def counting_round(pool: Any, *args: Any, **kwargs: Any) -> Any:
-            out = original(pool, *args, **kwargs)
+        def counting_round(pool: Any, jobs: Any, *args: Any, **kwargs: Any) -> Any:
+            if counter.first_round_clients is None:
+                counter.first_round_clients = sorted(int(k) for k, _ in jobs)
+            out = original(pool, jobs, *args, **kwargs)
             counter.current += int(sum(out.num_examples))
             return out
 
@@ -177,6 +181,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         "history": [asdict(r) for r in result.history],
         "examples_per_round": counter.per_round if counter.hooked else None,
         "eval_s": eval_seconds(cfg, ds, result.params),
+        "model_dim": int(sum(v.size for v in result.params.values())),
+        "first_round_clients": counter.first_round_clients,
         "final_accuracy": result.final_accuracy,
         "memory": {"before_data": baseline, "after_data": loaded, "last_round": last},
         "index_bytes": {"order": int(8 * len(ds.y_train)), "offsets": int(8 * (cfg.clients + 1))},
@@ -192,7 +198,12 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # run_simulation's finally then closes the pool
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         emit("done", result=main(json.loads(sys.argv[1])))
     except Exception as exc:

@@ -236,24 +236,62 @@ def _tagged(tag: str) -> list[int]:
 
 
 class SideWatch(PeakSampler):
-    """:class:`PeakSampler` over a side's process tree, plus a census of its processes.
+    """:class:`PeakSampler` over a side's process tree, with a CPU budget and a census.
 
-    Every ``census_every`` samples it lists the processes that carry the side's tag in
-    their environment and sorts them into those inside the side's process tree (children,
-    grandchildren: Ray's gcs_server, raylet and workers when Ray does not daemonize them)
-    and those outside it. Processes found outside are added to every later sample, so the
-    peak counts them too, and are reported by name.
+    Reading a process's PSS is not free (``smaps_rollup`` walks its page tables: several ms
+    for a process with torch loaded, tens of ms for a Ray tree), and the sampler shares the
+    machine with the side it measures. So the pause between samples grows to keep the
+    sampler under ``budget`` of one core, and the driver asks for a sample of its own
+    (:meth:`sample`) at chosen rounds, when every worker is up.
+
+    About once a second it also lists the processes that carry the side's tag in their
+    environment and sorts them into those inside the side's process tree (children,
+    grandchildren: Ray's gcs_server, raylet and workers unless Ray daemonizes them) and
+    those outside it. Processes found outside are added to every later sample, so the peak
+    counts them too, and are reported by name with the phase they were found in
+    (``startup``, ``rounds``, ``shutdown``: Ray ending its raylet before its workers orphans
+    them for a moment).
     """
 
-    def __init__(self, pid: int, tag: str, interval: float, census_every: int = 10) -> None:
+    def __init__(self, pid: int, tag: str, interval: float, budget: float = 0.05,
+                 census_s: float = 1.0) -> None:
         super().__init__(pid=pid, interval=interval)
-        self.tag, self.census_every = tag, census_every
-        self.ticks = 0
+        self.tag, self.budget, self.census_s = tag, budget, census_s
+        self.phase = "startup"  # set by the driver as the side's @@round lines arrive
         self.seen: dict[int, dict[str, Any]] = {}  # pid -> name, in_tree, session
-        self.outside: set[int] = set()
+        self.outside: dict[int, str] = {}  # pid -> the phase it was found in
         self.peak_tree: int | None = None  # the tree alone
         self.max_processes = 0
         self.cpu_s = 0.0  # CPU time the sampling took (it competes with the side)
+        self.last_cost = 0.0
+        self.next_census = 0.0
+        self.lock = threading.Lock()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(max(self.interval, self.last_cost / self.budget)):
+            self.sample()
+
+    def sample(self, census: bool = False) -> None:
+        with self.lock:
+            t0 = time.thread_time()
+            try:
+                self._sample(census)
+            finally:
+                self.last_cost = time.thread_time() - t0
+                self.cpu_s += self.last_cost
+
+    def _sample(self, census: bool) -> None:
+        if census or time.monotonic() >= self.next_census:
+            self.census()
+            self.next_census = time.monotonic() + self.census_s
+        in_tree = tree_pss(self.pid)
+        if in_tree is None:
+            return
+        extra = sum(tree_pss(p) or 0 for p in self.outside if not self._descends(p))
+        self.peak_tree = in_tree if self.peak_tree is None else max(self.peak_tree, in_tree)
+        value = in_tree + extra
+        self.peak = value if self.peak is None else max(self.peak, value)
+        self.samples += 1
 
     def census(self) -> None:
         root = _stat(self.pid)
@@ -261,6 +299,7 @@ class SideWatch(PeakSampler):
             # The side has exited: its children are orphans now, outside any tree; those
             # that outlive it are end_leftovers()'s business, not the run's memory.
             return
+        self.max_processes = max(self.max_processes, len(process_tree(self.pid)))
         for pid in _tagged(self.tag):
             stat = _stat(pid)
             if stat is None:
@@ -269,9 +308,9 @@ class SideWatch(PeakSampler):
             entry = self.seen.setdefault(pid, {"name": stat[0], "in_tree": inside,
                                                "session": stat[3]})
             entry["name"] = stat[0]  # a worker renames itself (ray::IDLE -> ray::_Actor)
-            if not inside:
+            if not inside and pid not in self.outside:
                 entry["in_tree"] = False
-                self.outside.add(pid)
+                self.outside[pid] = self.phase
 
     def _descends(self, pid: int) -> bool:
         """Whether ``pid`` is the side's process or one of its descendants (followed up
@@ -285,38 +324,19 @@ class SideWatch(PeakSampler):
             pid = stat[2]
         return False
 
-    def sample(self) -> None:
-        t0 = time.thread_time()
-        try:
-            self._sample()
-        finally:
-            self.cpu_s += time.thread_time() - t0
-
-    def _sample(self) -> None:
-        if self.ticks % self.census_every == 0:
-            self.census()
-        self.ticks += 1
-        tree = process_tree(self.pid)
-        self.max_processes = max(self.max_processes, len(tree))
-        in_tree = tree_pss(self.pid)
-        if in_tree is None:
-            return
-        extra = sum(tree_pss(p) or 0 for p in self.outside if p not in tree)
-        self.peak_tree = in_tree if self.peak_tree is None else max(self.peak_tree, in_tree)
-        value = in_tree + extra
-        self.peak = value if self.peak is None else max(self.peak, value)
-        self.samples += 1
-
     def report(self) -> dict[str, Any]:
         names: dict[str, int] = {}
         for entry in self.seen.values():
             names[entry["name"]] = names.get(entry["name"], 0) + 1
+        outside: dict[str, list[str]] = {}
+        for pid, phase in self.outside.items():
+            outside.setdefault(phase, []).append(self.seen[pid]["name"])
         return {"peak_pss_bytes": self.peak, "peak_pss_tree_only_bytes": self.peak_tree,
-                "pss_samples": self.samples, "pss_interval_s": self.interval,
-                "sampler_cpu_s": self.cpu_s,
+                "pss_samples": self.samples, "pss_min_interval_s": self.interval,
+                "pss_cpu_budget": self.budget, "sampler_cpu_s": self.cpu_s,
                 "max_processes_in_tree": self.max_processes,
                 "processes_seen": dict(sorted(names.items())),
-                "outside_tree": sorted({self.seen[p]["name"] for p in self.outside})}
+                "outside_tree": {k: sorted(set(v)) for k, v in sorted(outside.items())}}
 
 
 def end_leftovers(tag: str, grace_s: float = 10.0) -> list[str]:
@@ -339,8 +359,8 @@ def end_leftovers(tag: str, grace_s: float = 10.0) -> list[str]:
 # --------------------------------------------------------------------------- running a side
 
 
-def run_side(cmd: list[str], out: Path, env: dict[str, str], log: Path, mem_interval: float,
-             on_round: Callable[[int, float], None]) -> dict[str, Any]:
+def run_side(cmd: list[str], out: Path, env: dict[str, str], log: Path, *, rounds: int,
+             mem_interval: float, on_round: Callable[[int, float], None]) -> dict[str, Any]:
     """Run one side's federation in a fresh process, following its ``@@round`` lines and
     sampling the memory of all its processes."""
     tag = uuid.uuid4().hex
@@ -361,21 +381,27 @@ def run_side(cmd: list[str], out: Path, env: dict[str, str], log: Path, mem_inte
         watchdog = threading.Timer(SIDE_TIMEOUT_S, kill)
         watchdog.start()
         watch = SideWatch(proc.pid, tag, mem_interval)
+        # Rounds after which the driver samples at once (all workers up, mid-run and late).
+        probes = {max(1, rounds // 2), max(1, rounds - 1)}
         try:
             with watch:
                 assert proc.stdout is not None
                 for line in proc.stdout:
                     if line.startswith("@@round "):
                         _, n, acc, _secs = line.split()
+                        watch.phase = "rounds" if int(n) < rounds else "shutdown"
+                        if int(n) in probes:
+                            watch.sample(census=True)
                         on_round(int(n), float(acc))
                 proc.wait()
+                t_exit = time.perf_counter()
         finally:
             watchdog.cancel()
             if proc.poll() is None:  # interrupted: take the child (and its Ray) down too
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    process_s = time.perf_counter() - t_spawn
+    process_s = t_exit - t_spawn
     leftovers = end_leftovers(tag)
     name = Path(cmd[1]).name
     if timed_out.is_set():
@@ -504,7 +530,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--client-cpus", type=float, default=1.0,
                     help="Flower's client_resources num_cpus (Ray actors = cores / this)")
     ap.add_argument("--mem-interval", type=float, default=0.05, metavar="SECONDS",
-                    help="how often the memory of a side's processes is sampled")
+                    help="the shortest pause between two samples of a side's memory (it "
+                         "grows to keep the sampler under 5%% of a core)")
     ap.add_argument("--wait-quiet", type=float, default=60.0, metavar="SECONDS",
                     help="before each run, wait up to this long for other work on the "
                          "machine to stop (then run anyway, with a warning)")
@@ -541,9 +568,10 @@ class Runs:
             self.errors[side] = why
         elif run.get("warning"):
             console.print(f"[bold red]warning:[/] {escape(run['warning'])}")
-        if run.get("outside_tree"):
-            console.print(f"[yellow]{SIDES[side]}: processes outside its tree (counted "
-                          f"through their environment tag): {run['outside_tree']}[/]")
+        if run.get("outside_tree", {}).get("rounds"):
+            console.print(f"[yellow]{SIDES[side]}: processes outside its tree during the "
+                          f"rounds (counted through their environment tag): "
+                          f"{run['outside_tree']['rounds']}[/]")
 
 
 def run_repeats(args: argparse.Namespace, task_json: Path, runs: Runs) -> None:
@@ -567,8 +595,10 @@ def run_repeats(args: argparse.Namespace, task_json: Path, runs: Runs) -> None:
                 t = bar.add_task(f"{SIDES[side]:<14} run {rep + 1}/{args.repeats}",
                                  total=args.rounds, acc=0.0)
                 cmd, out, env = side_command(side, task_json, rep, args)
-                run = run_side(cmd, out, env, log, args.mem_interval,
-                               lambda n, acc, t=t: bar.update(t, completed=n, acc=acc))
+                run = run_side(cmd, out, env, log, rounds=args.rounds,
+                               mem_interval=args.mem_interval,
+                               on_round=lambda n, acc, t=t: bar.update(t, completed=n,
+                                                                       acc=acc))
                 bar.stop_task(t)
                 run["cpu_busy_before"] = busy
                 runs.add(side, run)

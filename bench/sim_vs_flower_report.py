@@ -55,7 +55,12 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         s["final_accuracies"] = [r["final_accuracy"] for r in runs]
         s["steady_rounds_s"] = [r["steady_round_s"] for r in runs]
         s["rounds_recorded"] = min(len(r["history"]) for r in runs)
-        s["outside_tree"] = sorted({n for r in runs for n in r.get("outside_tree", [])})
+        outside: dict[str, set[str]] = {}
+        for r in runs:
+            for phase, names in r.get("outside_tree", {}).items():
+                outside.setdefault(phase, set()).update(names)
+        s["outside_tree"] = {k: sorted(v) for k, v in sorted(outside.items())}
+        s["sampler_cpu_share"] = max(r["sampler_cpu_s"] / r["process_s"] for r in runs)
         s["processes_seen"] = runs[-1].get("processes_seen", {})
         s["max_processes_in_tree"] = max(r.get("max_processes_in_tree", 0) for r in runs)
         if side in ("flower", "plain"):
@@ -191,7 +196,7 @@ def markdown_section(result: dict[str, Any]) -> str:
              f"momentum {cfg['momentum']}), test accuracy after every round. Every side trains "
              "the same clients each round (the ones privml samples), on the same rows, from "
              "the same initial parameters, with the same local step and seeds. Each side runs "
-             f"in a fresh process, {result['repeats']} times, the order rotated; medians. "
+             f"in a fresh process, {_times(result['repeats'])}, the order rotated; medians. "
              f"privml local and ray: {result['workers']} workers; Flower "
              f"{v.get('peer_flwr', '?')} (`flwr.simulation.run_simulation`, Ray "
              f"{v.get('peer_ray', '?')} backend, {result['flower_client_cpus']:g} CPU per "
@@ -219,6 +224,10 @@ def markdown_section(result: dict[str, Any]) -> str:
             lines += [f"**{SIDES[side]} did not run: {error}**", ""]
     lines += ["Caveats:", "", *[f"- {c}" for c in result["caveats"]], MARK_END]
     return "\n".join(lines)
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
 
 
 def _load(values: list[float] | None) -> str:
@@ -264,22 +273,20 @@ def _checks_lines(result: dict[str, Any]) -> list[str]:
     for s in _present(result):
         seen = sides[s]["processes_seen"]
         names = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in seen.items())
-        out = sides[s]["outside_tree"]
-        trees.append(f"{SIDES[s]}: up to {sides[s]['max_processes_in_tree']} processes "
-                     f"({names}){'; outside the tree: ' + ', '.join(out) if out else ''}")
-    lines += ["Memory is the peak PSS of the side's whole process tree, sampled every "
-              f"{_interval(result)} s from the driver; every process carrying the side's "
-              "environment tag is checked to be inside that tree (one found outside would "
-              "be added and named). " + "; ".join(trees) + ".", ""]
+        out = "; ".join(f"outside the tree during {phase}: {', '.join(found)}"
+                        for phase, found in sides[s]["outside_tree"].items())
+        n = sides[s]["max_processes_in_tree"]
+        trees.append(f"{SIDES[s]}: {n} process{'es' if n != 1 else ''} at most "
+                     f"({names}){'; ' + out if out else ''}")
+    share = max(sides[s]["sampler_cpu_share"] for s in _present(result))
+    lines += ["Memory is the peak PSS of the side's whole process tree, read from "
+              "`/proc/*/smaps_rollup` by the driver (`PeakSampler(pid=child.pid)`) in the "
+              "background and right after the middle and the next-to-last round; the "
+              f"sampler took at most {share:.1%} of one core's time over a run. About once "
+              "a second every process carrying the side's environment tag is checked to "
+              "descend from the side's process (one found outside is added to the sum and "
+              "named, with the phase it was found in). " + "; ".join(trees) + ".", ""]
     return lines
-
-
-def _interval(result: dict[str, Any]) -> str:
-    for runs in result["runs"].values():
-        for r in runs:
-            if r.get("pss_interval_s") is not None:
-                return f"{r['pss_interval_s']:g}"
-    return "?"
 
 
 def update_benchmarks_md(section: str) -> None:
@@ -316,10 +323,14 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
                         ha="center", va="bottom", fontsize=8)
         if log and min(values) > 0:
             ax.set_yscale("log")
+        if key == "steady_round_s" and "plain" in sides:
+            ax.axhline(sides["plain"][key], color="#7f7f7f", linestyle="--", linewidth=0.8,
+                       label="plain-loop floor")
+            ax.legend(fontsize=7, loc="upper left")
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelrotation=25, labelsize=8)
     fig.suptitle(f"{result['rounds']} rounds, {result['config']['clients']} clients, "
-                 f"{result['config']['per_round']} a round; median of {result['repeats']} runs "
+                 f"{result['config']['per_round']} a round; {_times(result['repeats'])}, medians "
                  f"({result['date']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

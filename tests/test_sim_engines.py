@@ -322,3 +322,43 @@ def test_spawned_workers_map_the_arrays_from_files(digits: Dataset) -> None:
         (ra, aa), (rb, ab) = answers[0][slot], answers[1][slot]  # type: ignore[misc]
         assert ra["clients"] == rb["clients"] and ra["num_examples"] == rb["num_examples"]
         np.testing.assert_array_equal(aa, ab)
+
+
+@pytest.mark.slow
+def test_cli_joins_a_running_ray_cluster(tmp_path: Path) -> None:
+    """`ray start --head` (its own processes, as on a real cluster's head node), then
+    `privml sim --backend ray --ray-address ...` as a real process that joins it."""
+    import json
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray_bin = Path(sys.executable).parent / "ray"
+    # Ray's unix sockets live under its temp dir: it must be short (AF_UNIX paths).
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": ray_tmp}
+    started = subprocess.run(
+        [str(ray_bin), "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--include-dashboard", "false", "--disable-usage-stats"],
+        check=False, env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr[-2000:]
+        out = tmp_path / "sim.json"
+        res = subprocess.run(
+            [str(Path(sys.executable).parent / "privml"), "sim", "--backend", "ray",
+             "--ray-address", "auto", "--workers", "2", "--clients", "30",
+             "--per-round", "6", "--rounds", "2", "--epochs", "1", "--json", str(out),
+             "--db", str(tmp_path / "runs.db"), "--no-progress"],
+            check=False, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        summary = json.loads(out.read_text())
+        assert summary["backend"] == "ray" and summary["workers"] == 2
+        assert summary["rounds_completed"] == 2
+    finally:
+        # Only this cluster's processes (`ray stop` would stop every Ray on the machine).
+        subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False, timeout=30)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -76,7 +76,11 @@ class RayPool:
                 # authentication, on by default since Ray 2.5x, guards its ports; some
                 # of them still listen on every interface: see README, Simulation at scale.)
                 kwargs.update(num_cpus=size or _cores(), _node_ip_address="127.0.0.1")
-            ray.init(address=address, **kwargs)
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
+                where = f"join the Ray cluster at {address}" if address else "start Ray"
+                raise ConfigError(f"could not {where}: {exc}") from None
             self._owns = True
         cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         self.size = size or max(1, cpus)
