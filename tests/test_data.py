@@ -46,7 +46,7 @@ def test_all_matches_the_public_names() -> None:
     public -= {"annotations"}
     assert set(data.__all__) == public
     assert len(data.__all__) == len(set(data.__all__))
-    assert DATASETS == ("digits", "fashion-mnist", "csv")
+    assert DATASETS == ("digits", "fashion-mnist", "csv", "synthetic")
 
 
 # ---------------------------------------------------------------------------------- digits
@@ -95,7 +95,9 @@ def test_bad_seed(seed: int) -> None:
 def test_unknown_dataset_name() -> None:
     with pytest.raises(ConfigError) as info:
         load_dataset("mnist")
-    assert str(info.value) == "unknown dataset 'mnist' (choose from digits, fashion-mnist, csv)"
+    assert str(info.value) == ("unknown dataset 'mnist' (choose from digits, fashion-mnist, "
+                               "csv, synthetic; csv:PATH and synthetic:ROWS name a file or "
+                               "a size)")
 
 
 def test_dataset_name_misuse() -> None:

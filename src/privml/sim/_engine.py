@@ -84,8 +84,9 @@ class _Federation:
             RoundConfig(num_rounds=cfg.rounds,
                         clients_per_round=None if poisson else cfg.per_round,
                         poisson_rate=cfg.per_round / cfg.clients if poisson else None,
-                        # Poisson sampling is over the whole population: wait for all of it.
-                        min_clients=cfg.clients if poisson else 1,
+                        # Every round samples from the whole population: wait for all of
+                        # it (else round 1 would take the first clients to enrol).
+                        min_clients=cfg.clients,
                         min_updates=cfg.min_updates, round_timeout=cfg.round_timeout),
             rng=np.random.default_rng(seeds[1]))
         self.straggle_rng = np.random.default_rng(seeds[2])

@@ -71,6 +71,8 @@ class Parallel:
         self.sizes = np.diff(offsets)
         self.policy = policy
         self.restarts = 0
+        self.engine: str | None = None  # "vmap" or "loop" once the workers' timings decide
+        self.timing: dict[str, float] = {}
         self.pool: Any
         arrays = (dataset.x_train, dataset.y_train, order, offsets)
         _warm_up(setup)
@@ -87,8 +89,12 @@ class Parallel:
 
     def describe(self) -> dict[str, Any]:
         info = self.pool.info[0] if self.pool.info else {}
-        return {"backend": self.pool.backend, "workers": self.size,
-                "vectorize": info.get("vectorize"), "not_vectorized_because": info.get("why_not")}
+        out = {"backend": self.pool.backend, "workers": self.size,
+               "vectorize": self.engine or info.get("vectorize"),
+               "not_vectorized_because": info.get("why_not")}
+        if self.timing:
+            out["engine_timing"] = self.timing
+        return out
 
     def _split(self, jobs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
         shares: list[list[tuple[int, int]]] = [[] for _ in range(self.size)]
@@ -110,7 +116,7 @@ class Parallel:
         while pending:
             headers: list[dict[str, Any] | None] = [None] * self.size
             for slot, share in pending.items():
-                headers[slot] = {"mode": mode, "bound": bound,
+                headers[slot] = {"mode": mode, "bound": bound, "engine": self.engine,
                                  "clients": [[i, s] for i, s in share]}
             results: dict[int, Outcome] = self.pool.run(headers, flat)
             failed: dict[int, list[tuple[int, int]]] = {}
@@ -138,7 +144,21 @@ class Parallel:
                 pending = {}
             attempt += 1
         self._reduce(parts, mode, out)
+        self._decide([reply.get("timing") or {} for reply, _ in parts])
         return out
+
+    def _decide(self, timings: list[dict[str, float]]) -> None:
+        """vectorize="auto": the first round's timings of every worker (half its share
+        each way) pick one engine for all of them, per example trained."""
+        if self.engine is not None or not any(timings):
+            return
+        total = {k: sum(t.get(k, 0.0) for t in timings)
+                 for k in ("vmap_s", "vmap_examples", "loop_s", "loop_examples")}
+        if total["vmap_examples"] and total["loop_examples"]:
+            vmap = total["vmap_s"] / total["vmap_examples"]
+            loop = total["loop_s"] / total["loop_examples"]
+            self.engine = "vmap" if vmap < loop else "loop"
+            self.timing = {"vmap_s_per_example": vmap, "loop_s_per_example": loop}
 
     def _restart(self, slot: int) -> None:
         self.restarts += 1
@@ -154,7 +174,8 @@ class Parallel:
             out.clients.extend(int(i) for i in reply["clients"])
             out.losses.extend(float(v) for v in reply["losses"])
             out.num_examples.extend(int(n) for n in reply["num_examples"])
-            out.engines.add(str(reply.get("engine")))
+            if reply.get("engine") != "auto":
+                out.engines.add(str(reply.get("engine")))
             out.weight += int(reply.get("weight", 0))
             out.fits += int(reply.get("fits", 0))
             arrays.append(arr)

@@ -16,6 +16,7 @@ of the parameters qualify (no dropout, no batch statistics, no buffers), with SG
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,32 +99,40 @@ class VectorTrainer:
             loss = loss + 0.5 * self.cfg.prox_mu * prox
         return loss
 
-    def train(self, start: Tensor, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64],
-              jobs: list[Job]) -> tuple[Tensor, list[float], list[int]]:
-        """Final flat parameters (len(jobs), dim), mean step loss and steps per client."""
-        out, losses, steps = [], [], []
-        # Clients of similar step counts together: little padding in each chunk.
+    def chunks(self, start: Tensor, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64],
+               jobs: list[Job]) -> Iterator[tuple[list[int], Tensor, list[float]]]:
+        """Train ``jobs`` a chunk at a time; yields (positions in ``jobs``, final flat
+        parameters (k, dim), mean step loss per client) — folded by the caller as they
+        come, so no more than one chunk of stacked models is ever alive."""
+        # Clients of similar size together: few padded slots and masked steps per chunk.
         order = sorted(range(len(jobs)), key=lambda k: len(jobs[k].rows))
         for lo in range(0, len(order), MAX_CHUNK):
             part = order[lo:lo + MAX_CHUNK]
-            p, loss, step = self._chunk(start, x, y, [jobs[k] for k in part])
-            out.append(p)
-            losses.extend(loss)
-            steps.extend(step)
-        flat = torch.cat(out)
-        back = np.argsort(np.asarray(order))  # chunk order -> job order
-        inverse = torch.from_numpy(back)
-        return flat[inverse], [losses[k] for k in back], [steps[k] for k in back]
+            flat, losses = self._chunk(start, x, y, [jobs[k] for k in part])
+            yield part, flat, losses
+
+    def train(self, start: Tensor, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64],
+              jobs: list[Job]) -> tuple[Tensor, list[float]]:
+        """Final flat parameters (len(jobs), dim) and mean step loss, in ``jobs`` order."""
+        out = torch.empty((len(jobs), start.numel()), dtype=start.dtype)
+        losses = [0.0] * len(jobs)
+        for part, flat, loss in self.chunks(start, x, y, jobs):
+            out[torch.tensor(part)] = flat
+            for k, v in zip(part, loss, strict=True):
+                losses[k] = v
+        return out, losses
 
     def _schedule(self, jobs: list[Job]) -> tuple[npt.NDArray[np.int64],
                                                   npt.NDArray[np.float32], list[int]]:
-        """Row index and weight per (step, client, slot): train_local's batches, padded."""
+        """Row index and weight per (step, client, slot): train_local's batches, padded
+        to the widest batch of the chunk (not to batch_size: small clients stay small)."""
         bs, epochs = self.cfg.batch_size, self.cfg.epochs
         per_epoch = [-(-len(j.rows) // bs) for j in jobs]
         steps = [epochs * s for s in per_epoch]
         total = max(steps)
-        idx = np.zeros((total, len(jobs), bs), dtype=np.int64)
-        wts = np.zeros((total, len(jobs), bs), dtype=np.float32)
+        width = min(bs, max(len(j.rows) for j in jobs))
+        idx = np.zeros((total, len(jobs), width), dtype=np.int64)
+        wts = np.zeros((total, len(jobs), width), dtype=np.float32)
         for c, job in enumerate(jobs):
             n = len(job.rows)
             rng = np.random.default_rng(job.seed)
@@ -138,7 +147,7 @@ class VectorTrainer:
         return idx, wts, steps
 
     def _chunk(self, start: Tensor, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64],
-               jobs: list[Job]) -> tuple[Tensor, list[float], list[int]]:
+               jobs: list[Job]) -> tuple[Tensor, list[float]]:
         cfg = self.cfg
         idx, wts, steps = self._schedule(jobs)
         c = len(jobs)
@@ -146,7 +155,7 @@ class VectorTrainer:
         anchor = {n: t.view(s) for n, t, s in zip(self.names, pieces, self.shapes, strict=True)}
         params = {n: t.view(s).unsqueeze(0).repeat(c, *([1] * len(s)))
                   for n, t, s in zip(self.names, pieces, self.shapes, strict=True)}
-        bufs = {n: torch.zeros_like(p) for n, p in params.items()}
+        bufs: dict[str, Tensor] = {}
         loss_sum = torch.zeros(c, dtype=torch.float64)
         shape = x.shape[1:]
         with torch.no_grad():
@@ -158,22 +167,31 @@ class VectorTrainer:
                                       ).view(c, rows.shape[1])
                 wb = torch.from_numpy(wts[s])
                 active = wb[:, 0] > 0  # a step a client has always has its first slot
+                everyone = bool(active.all())
                 with torch.enable_grad():
                     grads, loss = self._step(params, xb, yb, wb, anchor)
-                live = loss[active]
+                live = loss if everyone else loss[active]
                 if not bool(torch.isfinite(live).all()):
                     raise ConfigError(f"training diverged: loss is {float(live.max())} "
                                       "(lower the learning rate)")
-                loss_sum += torch.where(active, loss, 0.0).double()
+                loss_sum += (loss if everyone else torch.where(active, loss, 0.0)).double()
                 for n, p in params.items():
                     g = grads[n]
                     if cfg.weight_decay:
                         g = g + cfg.weight_decay * p
-                    mask = active.view(c, *([1] * (p.dim() - 1)))
+                    mask = None if everyone else active.view(c, *([1] * (p.dim() - 1)))
                     if cfg.momentum:
-                        bufs[n] = torch.where(mask, cfg.momentum * bufs[n] + g, bufs[n])
+                        # torch's SGD: the first step's buffer is the gradient itself.
+                        if n not in bufs:
+                            bufs[n] = g.clone() if mask is None else torch.where(mask, g, 0.0)
+                        elif mask is None:
+                            bufs[n].mul_(cfg.momentum).add_(g)
+                        else:
+                            bufs[n] = torch.where(mask, cfg.momentum * bufs[n] + g, bufs[n])
                         g = bufs[n]
-                    p.sub_(torch.where(mask, cfg.lr * g, 0.0))
+                    if mask is None:
+                        p.sub_(cfg.lr * g)
+                    else:
+                        p.sub_(torch.where(mask, cfg.lr * g, 0.0))
         flat = torch.cat([p.reshape(c, -1) for p in params.values()], dim=1)
-        means = [float(loss_sum[k]) / steps[k] for k in range(c)]
-        return flat, means, steps
+        return flat, [float(loss_sum[k]) / steps[k] for k in range(c)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,10 @@ class WorkerSetup:
 def _state(model: nn.Module) -> list[torch.Tensor]:
     # The float state entries get_params returns, in its order, sharing the model's storage.
     return [t for t in model.state_dict().values() if t.is_floating_point()]
+
+
+#: (positions in the share, final flat parameters (k, dim), mean losses, examples)
+_Piece = tuple[list[int], torch.Tensor, list[float], list[int]]
 
 
 class Worker:
@@ -103,81 +107,99 @@ class Worker:
             return torch.cat([t.reshape(-1) for t in self.state])
 
     def _loop(self, start: torch.Tensor, jobs: list[tuple[int, int]],
-              global_params: pm.Params) -> tuple[torch.Tensor, list[float], list[int]]:
+              global_params: pm.Params) -> Iterator[_Piece]:
         train = self.setup.train_fn or train_local
-        out, losses, sizes = [], [], []
-        for index, seed in jobs:
+        for k, (index, seed) in enumerate(jobs):
             self._load(start)
             data = ClientData(x=self.x, y=self.y, indices=np.asarray(self.rows(index)))
             result = train(self.model, data, self.setup.train_cfg, seed, global_params)
-            out.append(self._read().clone())
-            losses.append(float(result.loss))
-            sizes.append(int(result.num_examples))
-        return torch.stack(out) if out else start.new_zeros((0, self.dim)), losses, sizes
+            yield [k], self._read().unsqueeze(0), [float(result.loss)], \
+                [int(result.num_examples)]
 
-    def _vmap(self, start: torch.Tensor, jobs: list[tuple[int, int]]
-              ) -> tuple[torch.Tensor, list[float], list[int]]:
+    def _vmap(self, start: torch.Tensor, jobs: list[tuple[int, int]]) -> Iterator[_Piece]:
         assert self.vector is not None
         work = [Job(np.asarray(self.rows(i)), s) for i, s in jobs]
-        flat, losses, _ = self.vector.train(start, self.x, self.y, work)
-        return flat, losses, [len(j.rows) for j in work]
+        for part, flat, losses in self.vector.chunks(start, self.x, self.y, work):
+            yield part, flat, losses, [len(work[k].rows) for k in part]
 
-    def _train(self, start: torch.Tensor, jobs: list[tuple[int, int]],
-               global_params: pm.Params) -> tuple[torch.Tensor, list[float], list[int]]:
+    def _pieces(self, start: torch.Tensor, jobs: list[tuple[int, int]],
+                global_params: pm.Params, timing: dict[str, float]) -> Iterator[_Piece]:
         if self.choice == "vmap":
-            return self._vmap(start, jobs)
+            yield from self._vmap(start, jobs)
+            return
         if self.choice == "loop" or len(jobs) < 4:
-            return self._loop(start, jobs, global_params)
-        # "auto": half of this share each way, timed per example; the faster one stays.
-        self._vmap(start, jobs[:1])  # the first vmap call traces: keep it out of the timing
+            yield from self._loop(start, jobs, global_params)
+            return
+        # "auto": half of this share each way, timed per example; the coordinating process
+        # adds up every worker's timings and tells all of them which to keep.
+        for _ in self._vmap(start, jobs[:1]):  # the first vmap call traces: not timed
+            pass
         half = len(jobs) // 2
-        t0 = time.perf_counter()
-        a = self._vmap(start, jobs[:half])
-        t1 = time.perf_counter()
-        b = self._loop(start, jobs[half:], global_params)
-        t2 = time.perf_counter()
-        per_vmap = (t1 - t0) / max(1, sum(a[2]))
-        per_loop = (t2 - t1) / max(1, sum(b[2]))
-        self.choice = "vmap" if per_vmap < per_loop else "loop"
-        return torch.cat([a[0], b[0]]), a[1] + b[1], a[2] + b[2]
+        for name, gen in (("vmap", self._vmap(start, jobs[:half])),
+                          ("loop", self._loop(start, jobs[half:], global_params))):
+            offset = 0 if name == "vmap" else half
+            t0, examples = time.perf_counter(), 0
+            for part, flat, losses, sizes in gen:
+                examples += sum(sizes)
+                took = time.perf_counter() - t0
+                yield [offset + k for k in part], flat, losses, sizes
+                t0 = time.perf_counter() - took  # the caller's folding is not timed
+            timing[f"{name}_s"] = time.perf_counter() - t0
+            timing[f"{name}_examples"] = examples
 
     def run(self, header: dict[str, Any], global_flat: npt.NDArray[np.float32]
             ) -> tuple[dict[str, Any], npt.NDArray[Any]]:
         """One round's share: ``header`` names the clients ([index, seed] pairs), the mode
-        and the clip bound; returns the reply header and the array the mode asks for."""
+        and the clip bound (and, once decided, the engine); returns the reply header and
+        the array the mode asks for. Each trained piece is folded in as it comes."""
         mode = header["mode"]
         if mode not in MODES:
             raise ConfigError(f"unknown worker mode {mode!r}")
         if global_flat.shape != (self.dim,):
             raise ConfigError(f"global parameters of shape {global_flat.shape}, the model "
                               f"has {self.dim} values")
+        if header.get("engine") in ("vmap", "loop") and self.vector is not None:
+            self.choice = header["engine"]
+        bound = float(header["bound"]) if mode == "clip" else 0.0
+        if mode == "clip" and not (math.isfinite(bound) and bound > 0):
+            raise ConfigError(f"clip bound must be > 0, got {header['bound']}")
         jobs = [(int(i), int(s)) for i, s in header["clients"]]
         start = torch.from_numpy(np.array(global_flat, dtype=np.float32))
         global_params = pm.unflatten(global_flat, self.spec)
         t0 = time.perf_counter()
-        final, losses, sizes = self._train(start, jobs, global_params)
-        deltas = (final - start).numpy()
-        if not np.isfinite(deltas).all():
-            bad = [jobs[k][0] for k in np.flatnonzero(~np.isfinite(deltas).all(axis=1))]
-            raise ConfigError(f"clients {bad[:5]} produced non-finite parameters")
-        reply: dict[str, Any] = {"ok": True, "clients": [i for i, _ in jobs], "losses": losses,
-                                 "num_examples": sizes, "engine": self.choice,
-                                 "train_s": time.perf_counter() - t0}
-        if mode == "each":
-            return reply, np.ascontiguousarray(deltas, dtype=np.float32)
-        total = np.zeros(self.dim, dtype=np.float64)
-        if mode == "sum":
-            for k, n in enumerate(sizes):
-                total += n * deltas[k].astype(np.float64)
-            reply["weight"] = int(sum(sizes))
-            return reply, total
-        bound = float(header["bound"])
-        if not (math.isfinite(bound) and bound > 0):
-            raise ConfigError(f"clip bound must be > 0, got {bound}")
+        timing: dict[str, float] = {}
+        clients: list[int] = []
+        losses: list[float] = []
+        sizes: list[int] = []
+        rows: list[npt.NDArray[np.float32]] = []
+        total = np.zeros(self.dim if mode != "each" else 0, dtype=np.float64)
         fits = 0
-        for k in range(len(jobs)):
-            clipped, norm = clip_l2(deltas[k].astype(np.float64), bound=bound)
-            total += clipped
-            fits += int(norm <= bound)
-        reply["fits"] = fits
+        for part, final, loss, n in self._pieces(start, jobs, global_params, timing):
+            deltas = (final - start).numpy()
+            if not np.isfinite(deltas).all():
+                bad = [jobs[part[k]][0] for k in
+                       np.flatnonzero(~np.isfinite(deltas).all(axis=1))]
+                raise ConfigError(f"clients {bad[:5]} produced non-finite parameters")
+            clients.extend(jobs[k][0] for k in part)
+            losses.extend(loss)
+            sizes.extend(n)
+            if mode == "each":
+                rows.append(deltas.astype(np.float32, copy=True))
+            elif mode == "sum":
+                total += np.asarray(n, dtype=np.float64) @ deltas.astype(np.float64)
+            else:
+                for k in range(len(part)):
+                    clipped, norm = clip_l2(deltas[k].astype(np.float64), bound=bound)
+                    total += clipped
+                    fits += int(norm <= bound)
+        reply: dict[str, Any] = {"ok": True, "clients": clients, "losses": losses,
+                                 "num_examples": sizes, "engine": self.choice,
+                                 "train_s": time.perf_counter() - t0, "timing": timing}
+        if mode == "each":
+            return reply, (np.concatenate(rows) if rows
+                           else np.zeros((0, self.dim), dtype=np.float32))
+        if mode == "sum":
+            reply["weight"] = int(sum(sizes))
+        else:
+            reply["fits"] = fits
         return reply, total
