@@ -103,9 +103,17 @@ class Partition:
         for k, ix in enumerate(self.indices):
             if not isinstance(ix, np.ndarray) or ix.dtype != np.int64 or ix.ndim != 1:
                 raise ConfigError(f"partition client {k}: indices must be a 1-D int64 array")
-            if ix.size > 1 and not bool((np.diff(ix) > 0).all()):
-                raise ConfigError(f"partition client {k}: indices must be sorted and distinct")
-        every = np.sort(np.concatenate(self.indices))
+        # Sorted and distinct within each client, checked on the concatenation at once (a
+        # loop of np.diff per client costs seconds at 100,000 clients).
+        cat = np.concatenate(self.indices)
+        rising = np.diff(cat) > 0
+        starts = np.cumsum([len(ix) for ix in self.indices])[:-1]
+        rising[starts[(starts > 0) & (starts < cat.size)] - 1] = True  # client boundaries
+        if not bool(rising.all()):
+            first = int(np.flatnonzero(~rising)[0])
+            k = int(np.searchsorted(starts, first, side="right"))
+            raise ConfigError(f"partition client {k}: indices must be sorted and distinct")
+        every = np.sort(cat)
         if not np.array_equal(every, np.arange(every.size)):
             raise ConfigError("partition indices must cover range(n) exactly once")
 
@@ -151,7 +159,12 @@ def _check_rng(rng: np.random.Generator) -> None:
 
 
 def _sorted(parts: list[Index]) -> Partition:
-    return Partition(tuple(np.sort(p).astype(np.int64, copy=False) for p in parts))
+    """Each part sorted: one lexsort of (owner, row) over all of them, then cut."""
+    sizes = np.array([len(p) for p in parts], dtype=np.int64)
+    rows = np.concatenate(parts).astype(np.int64, copy=False)
+    owner = np.repeat(np.arange(len(parts)), sizes)
+    ordered = rows[np.lexsort((rows, owner))]
+    return Partition(tuple(np.split(ordered, np.cumsum(sizes)[:-1])))
 
 
 def partition_iid(n: int, num_clients: int, *, rng: np.random.Generator) -> Partition:
