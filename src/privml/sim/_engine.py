@@ -75,7 +75,7 @@ class _Federation:
         # The partition as one index array and offsets: per client, two integers.
         self.order, self.offsets = csr(part)
         del part
-        self.ids = [f"client-{i:0{width}d}" for i in range(cfg.clients)]
+        self._width = width  # ids are formatted when needed: no per-client list here
         self.pool: Parallel | None = None  # worker processes or Ray actors; None: inline
         self.pooled: RoundOutput | None = None  # this round's reduced sum, from the pool
         self.faults = [0, 0, 0]  # this round's worker restarts, clients retried, lost
@@ -103,6 +103,10 @@ class _Federation:
         self.round_started = self.created
         self.startup_s = 0.0  # from the call to the first round: data, model, pool
         self.engines: set[str] = set()  # how the pool's workers trained ("vmap", "loop")
+
+    def cid(self, index: int) -> str:
+        """Client ``index``'s id: ``client-0042``."""
+        return f"client-{index:0{self._width}d}"
 
     @staticmethod
     def index(cid: str) -> int:
@@ -147,17 +151,17 @@ class _Federation:
             spec = pm.spec_of(self.global_params)
             for k, (index, n) in enumerate(zip(out.clients, out.num_examples, strict=True)):
                 assert out.total is not None
-                self.updates[self.ids[index]] = ClientUpdate(pm.unflatten(out.total[k], spec), n)
+                self.updates[self.cid(index)] = ClientUpdate(pm.unflatten(out.total[k], spec), n)
         else:
             self.pooled = out
         return [a for index, n in zip(out.clients, out.num_examples, strict=True)
-                for a in self.machine.handle(UpdateReceived(self.ids[index], round_, n),
+                for a in self.machine.handle(UpdateReceived(self.cid(index), round_, n),
                                              self.clock)]
 
     def _pooled_total(self, action: Aggregate) -> RoundOutput:
         out = self.pooled
         if out is None or out.total is None or \
-                {self.ids[i] for i in out.clients} != set(action.client_ids):
+                {self.cid(i) for i in out.clients} != set(action.client_ids):
             raise WorkerError("the pool's sum does not cover the round's accepted clients")
         return out
 
@@ -234,7 +238,7 @@ class _Federation:
 
     def run(self, on_round: RoundCallback) -> None:
         queue: deque[Action] = deque()
-        for cid in self.ids:
+        for cid in map(self.cid, range(self.cfg.clients)):
             queue.extend(self.machine.handle(ClientAvailable(cid), self.clock))
         while queue or self.machine.phase is not Phase.FINISHED:
             if not queue:
