@@ -21,7 +21,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from privml import params as pm
 from privml._exceptions import BudgetExceededError, ConfigError, RoundAbortedError
 from privml.data import ClientData, Dataset, load_dataset, partition
-from privml.dp import ClientLevelDP
 from privml.models import build_torch, zoo
 from privml.params import Params
 from privml.protocol import (
@@ -91,6 +90,8 @@ class _Federation:
             rng=np.random.default_rng(seeds[1]))
         self.straggle_rng = np.random.default_rng(seeds[2])
         self.global_params: Params = get_params(model)
+        if cfg.dp:  # imported only for DP runs: the accountants load scipy (~0.8 s)
+            from privml.dp import ClientLevelDP
         self.dp = (ClientLevelDP(cfg, sum(v.size for v in self.global_params.values()))
                    if cfg.dp else None)
         self.refused: dict[str, float] | None = None  # the round the budget stopped

@@ -6,11 +6,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on devices or CI; must precede pyplot
-import matplotlib.pyplot as plt
-
 from privml.sim._config import RoundRecord
 
 __all__ = ["plot_history"]
@@ -18,6 +13,11 @@ __all__ = ["plot_history"]
 
 def plot_history(history: Sequence[RoundRecord], path: str | Path, *, title: str = "") -> Path:
     """Test accuracy and loss per round, written atomically as a PNG."""
+    import matplotlib  # here, not at import: ~0.3 s and tens of MB a simulation need not pay
+
+    matplotlib.use("Agg")  # no display on devices or CI; must precede pyplot
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rounds = [r.round for r in history]

@@ -30,7 +30,6 @@ from torch import nn
 from privml import params as pm
 from privml._exceptions import ConfigError
 from privml.data import ClientData
-from privml.dp._clip import clip_l2
 from privml.models import ModelSpec, build_torch
 from privml.sim._vmap import Job, VectorTrainer, vectorizable
 from privml.train import TrainConfig, TrainFn, train_local
@@ -188,6 +187,8 @@ class Worker:
             elif mode == "sum":
                 total += np.asarray(n, dtype=np.float64) @ deltas.astype(np.float64)
             else:
+                from privml.dp._clip import clip_l2  # (privml.dp loads the accountants)
+
                 for k in range(len(part)):
                     clipped, norm = clip_l2(deltas[k].astype(np.float64), bound=bound)
                     total += clipped
