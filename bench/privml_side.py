@@ -236,6 +236,14 @@ def run_privml(task_json: str, engine: str, workers: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- main
 
+# Packages that weigh on a process's memory and start-up, recorded when loaded by the end.
+HEAVY = ("torch._dynamo", "sklearn", "scipy", "pandas", "matplotlib", "ray", "sympy")
+
+
+def heavy_modules() -> list[str]:
+    return [name for name in HEAVY if name in sys.modules]
+
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -256,7 +264,7 @@ def main() -> int:
             result = run_plain(args.task)
         else:
             result = run_privml(args.task, args.engine, args.workers)
-        result.update(engine=args.engine, import_s=import_s)
+        result.update(engine=args.engine, import_s=import_s, heavy_modules=heavy_modules())
         if result.get("history"):
             result["final_accuracy"] = result["history"][-1]["test_accuracy"]
             result["final_loss"] = result["history"][-1]["test_loss"]

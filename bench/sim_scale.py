@@ -1,6 +1,6 @@
 """The simulator at scale: 10,000 Fashion-MNIST clients, and 100,000 synthetic ones.
 
-    .venv/bin/python bench/sim_scale.py            # the recorded figures (~10 min on 2 cores)
+    .venv/bin/python bench/sim_scale.py            # the recorded figures (~4 min on 2 idle cores)
     .venv/bin/python bench/sim_scale.py --quick    # a few rounds of each (-> *.quick.json/png)
     .venv/bin/python bench/sim_scale.py --only synthetic      # one part, the rest kept
     .venv/bin/python bench/sim_scale.py --report-only         # redraw from the JSON
@@ -13,7 +13,8 @@ Three parts, every measurement a fresh process (``bench/sim_scale_child.py``), b
   the rounds after ``--warmup``), start-up, peak memory, final accuracy, the engine picked.
 - ``scaling``: the same federation with 10 .. 1,000 clients a round; seconds per round
   against the examples trained per round (clients x examples each), beside the ideal
-  proportional growth; the inline backend at a few sizes for reference; a plot.
+  proportional growth; the inline backend at a few sizes for reference, and vectorize
+  forced on and off at ``--engine-sizes``; a plot.
 - ``synthetic``: 1,000,000 synthetic rows (``privml.data.make_synthetic``), logistic
   regression, IID over 1,000 / 10,000 / 100,000 clients, 100 a round: peak memory against
   the clients' index lists (8 bytes per row of the concatenated index, 8 per client offset).
@@ -22,8 +23,9 @@ Memory is PSS (proportional set size) of the child's whole process tree, coordin
 workers, sampled every ``--sample-interval`` seconds from this process with
 ``privml.sim._memory.PeakSampler(pid=child.pid)``; the child adds each process's exact peak
 RSS (VmHWM) and a PSS breakdown after its last round. Results: ``bench/results/sim_scale.json``,
-the plot ``bench/results/sim_scale.png`` and a section of ``BENCHMARKS.md``
-(``sim_scale_report.py`` writes those two).
+the plot ``bench/results/sim_scale.png`` and a section of ``BENCHMARKS.md``, made from the
+JSON by ``sim_scale_report.py`` (tables), ``sim_scale_notes.py`` (verdicts, findings,
+caveats), ``sim_scale_plot.py`` and ``sim_scale_figures.py`` (the figures they share).
 """
 
 from __future__ import annotations
@@ -62,12 +64,12 @@ console = Console(stderr=True)
 # ----------------------------------------------------------------------------- settings
 
 def fashion_spec(args: argparse.Namespace, per_round: int, rounds: int,
-                 backend: str = "local") -> dict[str, Any]:
+                 backend: str = "local", vectorize: str = "auto") -> dict[str, Any]:
     return {"dataset": "fashion-mnist", "model": args.model, "clients": 10_000,
             "per_round": per_round, "rounds": rounds, "alpha": 0.3, "epochs": 1,
             "batch_size": 32, "lr": args.lr, "momentum": 0.9, "seed": 0, "backend": backend,
             "workers": args.workers if backend != "inline" else None,
-            "vectorize": "auto"}
+            "vectorize": vectorize}
 
 
 def synthetic_spec(args: argparse.Namespace, clients: int) -> dict[str, Any]:
@@ -91,6 +93,10 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]]]:
         for k in args.inline_sizes:
             todo.append(("scaling", f"scaling inline {k}/round",
                          fashion_spec(args, k, args.inline_rounds, backend="inline")))
+        for k in args.engine_sizes:
+            for v in ("on", "off"):
+                todo.append(("scaling", f"scaling local {k}/round vectorize={v}",
+                             fashion_spec(args, k, args.scale_rounds, vectorize=v)))
     if "synthetic" in args.only:
         # Repeats interleaved (1k, 10k, 100k, 1k, ...): a drift of the machine's state
         # then spreads over every client count instead of landing on one.
@@ -119,6 +125,23 @@ def _reader(proc: subprocess.Popen[str], events: list[dict[str, Any]], progress:
             progress.update(task, info=f"data loaded ({event['load_s']:.1f} s)")
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """The fraction of the machine's CPU time spent busy over ``seconds``, read from
+    /proc/stat while nothing of this benchmark runs: how much others are using it."""
+    def ticks() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = ticks()
+        time.sleep(seconds)
+        total1, idle1 = ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def _kill(proc: subprocess.Popen[str]) -> None:
     """SIGTERM the child's group (the child then closes its pool, and with it any temporary
     files the pool made), and SIGKILL whatever is left after 10 s."""
@@ -137,7 +160,8 @@ def run_child(spec: dict[str, Any], label: str, progress: Progress, *, interval:
     """One measurement in a fresh process; its tree's peak PSS sampled from here."""
     from privml.sim._memory import PeakSampler
 
-    task = progress.add_task(label, total=spec["rounds"], info="starting")
+    task = progress.add_task(label, total=spec["rounds"], info="checking the CPUs are idle")
+    busy = cpu_busy()
     load_before = os.getloadavg()
     events: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -166,7 +190,8 @@ def run_child(spec: dict[str, Any], label: str, progress: Progress, *, interval:
     done = next((e for e in events if e.get("event") == "done"), None)
     out: dict[str, Any] = {"label": label, "spec": spec, "process_s": wall,
                            "peak_pss": sampler.peak, "pss_samples": sampler.samples,
-                           "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                           "cpu_busy_before": busy, "loadavg_before": load_before,
+                           "loadavg_after": os.getloadavg(),
                            "returncode": proc.returncode}
     if done is None:
         error = next((e for e in events if e.get("event") == "error"), None)
@@ -185,12 +210,17 @@ def steady(run: dict[str, Any], warmup: int) -> dict[str, Any]:
     hist = run["history"]
     keep = list(range(warmup, len(hist))) or list(range(len(hist)))
     secs = [hist[i]["seconds"] for i in keep]
+    epochs = run["spec"]["epochs"]
     examples = run.get("examples_per_round") or []
-    ex = [examples[i] for i in keep if i < len(examples)]
+    ex = [epochs * examples[i] for i in keep if i < len(examples)]
+    # Without counts (the hook found no Parallel.round), the expectation: per_round clients
+    # of rows / clients examples each.
+    expected = epochs * run["spec"]["per_round"] * run["rows"] / run["spec"]["clients"]
     return {"rounds_used": [hist[i]["round"] for i in keep],
             "seconds_per_round": statistics.median(secs),
             "seconds_min": min(secs), "seconds_max": max(secs),
-            "examples_per_round": statistics.mean(ex) if ex else None,
+            "examples_per_round": statistics.mean(ex) if ex else expected,
+            "examples_counted": bool(ex),
             "train_s_per_round": statistics.median(secs) - run["eval_s"]}
 
 
@@ -246,6 +276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inline-sizes", type=ints, default=[10, 100, 1000],
                    help="inline-backend reference sizes ('' for none)")
     p.add_argument("--inline-rounds", type=int, default=5)
+    p.add_argument("--engine-sizes", type=ints, default=[100, 1000],
+                   help="sizes also run with vectorize on and off ('' for none)")
     p.add_argument("--synthetic-rows", type=int, default=1_000_000)
     p.add_argument("--synthetic-clients", type=ints, default=[1000, 10_000, 100_000])
     p.add_argument("--synthetic-rounds", type=int, default=8)
@@ -267,6 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.synthetic_rounds, args.synthetic_repeats = 3, 1
         args.sizes = [s for s in args.sizes if s in (10, 100, 1000)] or args.sizes
         args.inline_sizes = args.inline_sizes[:1]
+        args.engine_sizes = args.engine_sizes[-1:]
         args.warmup = 1
     if args.markdown is None:
         args.markdown = not args.quick

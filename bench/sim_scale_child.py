@@ -100,14 +100,17 @@ class ExampleCounter:
         self.first_round_clients: list[int] | None = None  # which clients round 1 trained
 
     def hook_pool(self) -> None:
-        original = parallel_module.Parallel.round
+        """Wrap ``Parallel.round`` if it is there (else no counts: the report then says so)."""
+        original = getattr(parallel_module.Parallel, "round", None)
+        if original is None:
+            return
         counter = self
 
         def counting_round(pool: Any, jobs: Any, *args: Any, **kwargs: Any) -> Any:
             if counter.first_round_clients is None:
-                counter.first_round_clients = sorted(int(k) for k, _ in jobs)
+                counter.first_round_clients = sorted(int(job[0]) for job in jobs)
             out = original(pool, jobs, *args, **kwargs)
-            counter.current += int(sum(out.num_examples))
+            counter.current += int(sum(getattr(out, "num_examples", ())))
             return out
 
         parallel_module.Parallel.round = counting_round  # type: ignore[method-assign]

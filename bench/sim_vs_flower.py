@@ -508,6 +508,16 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def src_digest() -> str:
+    """A digest of privml's source: a run whose source changed midway is flagged."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "src" / "privml").rglob("*.py")):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
@@ -616,6 +626,7 @@ def header(args: argparse.Namespace, cfg: Any, recorded: bool) -> dict[str, Any]
         "command": COMMAND + quick + (f" --repeats {args.repeats}" if args.repeats != 5
                                       else ""),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"), "privml_commit": git_commit(),
+        "privml_src_digest": src_digest(),
         "rounds": args.rounds, "repeats": args.repeats, "sides": args.sides,
         "config": cfg.to_dict(), "workers": WORKERS, "machine": machine(),
         "load_average_at_start": load_average(),
@@ -655,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         run_repeats(args, task_json, runs)
     result.update(runs=runs.runs, errors=runs.errors)
     result["summary"] = summarize(result)
+    result["privml_src_digest_at_end"] = src_digest()
     result["warnings"] = warnings(result, runs)
     result["load_average_at_end"] = load_average()
     out.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
@@ -681,6 +693,9 @@ def warnings(result: dict[str, Any], runs: Runs) -> list[str]:
     left = sorted({n for r in every for n in r.get("leftover_processes", [])})
     if left:
         found.append(f"processes outlived their side and were ended: {', '.join(left)}")
+    if result["privml_src_digest"] != result["privml_src_digest_at_end"]:
+        found.append("privml's source (src/privml) changed while the benchmark ran: its "
+                     "runs may mix two versions")
     if not result["recording"]["same_rows_as_written"]:
         found.append("privml trained on other rows than those written for the other sides")
     return found

@@ -69,6 +69,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         if side == "flower":
             s["same_clients_as_privml"] = all(r.get("same_clients_as_privml") for r in runs)
             s["actor_torch_threads"] = runs[-1].get("actor_torch_threads")
+        if "heavy_modules" in runs[-1]:
+            s["heavy_modules"] = runs[-1]["heavy_modules"]
         if side in ("local", "ray"):
             s["engines"] = sorted({e for r in runs for e in r["extra"].get("engines", [])})
         sides[side] = s
@@ -110,10 +112,13 @@ def aims(sides: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     if flower:
         r = flower["steady_round_s"] / local["steady_round_s"]
         gap = abs(local["final_accuracy"] - flower["final_accuracy"])
+        fastest = min(flower["steady_rounds_s"])
         found.append({"aim": f">= {AIM_SPEEDUP:.0f}x faster per round than Flower",
                       "met": r >= AIM_SPEEDUP,
                       "figure": f"{r:.1f}x ({flower['steady_round_s']:.4f} s / "
-                                f"{local['steady_round_s']:.4f} s)"})
+                                f"{local['steady_round_s']:.4f} s; against Flower's fastest "
+                                f"run, {fastest:.4f} s a round, "
+                                f"{fastest / local['steady_round_s']:.1f}x)"})
         found.append({"aim": "at equal accuracy (within 1 point)", "met": gap <= AIM_ACCURACY,
                       "figure": f"{local['final_accuracy']:.4f} vs Flower "
                                 f"{flower['final_accuracy']:.4f} ({100 * gap:.2f} points)"})
@@ -265,10 +270,14 @@ def _checks_lines(result: dict[str, Any]) -> list[str]:
     if "flower" in sides:
         parts.append("Flower trained privml's clients every round: "
                      f"{'yes' if sides['flower']['same_clients_as_privml'] else 'NO'}")
+    per_run = "; ".join(f"{SIDES[s]} " + ", ".join(f"{v:.4f}" for v in sides[s]["steady_rounds_s"])
+                        for s in _present(result))
     accs = "; ".join(f"{SIDES[s]} " + ", ".join(f"{a:.4f}" for a in sides[s]["final_accuracies"])
                      for s in _present(result))
     lines = ["Sameness checks: " + "; ".join(parts) + f". Final accuracy per run: {accs} "
-             f"(privml inline while recording the schedule: {rec['final_accuracy']:.4f}).", ""]
+             f"(privml inline while recording the schedule: {rec['final_accuracy']:.4f}).", "",
+             f"Seconds per round (median of rounds 2..N) in each run, in run order: {per_run}.",
+             ""]
     trees = []
     for s in _present(result):
         seen = sides[s]["processes_seen"]
@@ -278,6 +287,8 @@ def _checks_lines(result: dict[str, Any]) -> list[str]:
         n = sides[s]["max_processes_in_tree"]
         trees.append(f"{SIDES[s]}: {n} process{'es' if n != 1 else ''} at most "
                      f"({names}){'; ' + out if out else ''}")
+    heavy = "; ".join(f"{SIDES[s]} {', '.join(sides[s]['heavy_modules']) or 'none'}"
+                      for s in _present(result) if "heavy_modules" in sides[s])
     share = max(sides[s]["sampler_cpu_share"] for s in _present(result))
     lines += ["Memory is the peak PSS of the side's whole process tree, read from "
               "`/proc/*/smaps_rollup` by the driver (`PeakSampler(pid=child.pid)`) in the "
@@ -286,6 +297,8 @@ def _checks_lines(result: dict[str, Any]) -> list[str]:
               "a second every process carrying the side's environment tag is checked to "
               "descend from the side's process (one found outside is added to the sum and "
               "named, with the phase it was found in). " + "; ".join(trees) + ".", ""]
+    if heavy:
+        lines += [f"Large packages loaded in the side's main process by its end: {heavy}.", ""]
     return lines
 
 
@@ -363,6 +376,13 @@ CAVEATS = [
     "PSS shares each shared page among the processes mapping it, so the tree's total is the "
     "memory it really holds; privml's pools fork after torch is loaded and share its pages, "
     "Flower's Ray workers are separate interpreters, each loading torch and flwr.",
+    "Flower's round time is mostly waiting: the ServerApp's in-memory grid polls for "
+    "replies every 0.1 s (`InMemoryGrid(pull_interval=0.1)`) and the Simulation Runtime "
+    "picks up new messages every 0.1 s (`add_messages_to_queue`), so a round of ~10 ms of "
+    "training takes about 0.1 s or 0.2 s depending on how the two loops happen to be in "
+    "phase, and that stays so for a whole run: a run's median is one or the other. Both are "
+    "flwr's defaults and were left as shipped; the aim is also stated against Flower's "
+    "fastest run.",
     "flwr 1.42 marks `flwr.simulation.run_simulation` deprecated in favour of `flwr run`, "
     "which starts a local SuperLink process that drives the same Simulation Runtime (Ray "
     "backend, the only one shipped); the Python call is the lighter of the two paths.",
@@ -373,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     path = Path(args[0]) if args else ROOT / "bench" / "results" / "sim_vs_flower.json"
     result = json.loads(path.read_text())
+    # The figures and caveats as this file now computes and words them, from the runs.
+    result.update(summary=summarize(result), caveats=CAVEATS)
+    path.write_text(json.dumps(result, indent=2) + "\n")
     Console(stderr=True).print(report_table(result))
     plot(result, path.with_suffix(".png"))
     if path.name == "sim_vs_flower.json":
