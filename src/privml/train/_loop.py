@@ -7,7 +7,8 @@ seed) and leaves the process's random state as it found it.
 The step is plain minibatch training: each epoch visits the client's examples in the order
 ``numpy.random.default_rng(seed).permutation(n)`` (one draw per epoch), in batches of
 ``batch_size`` (the last one smaller), minimising the mean cross-entropy of the logits (plus
-the FedProx term). ``bench/flower_side.py`` replays exactly this step, so change both together.
+the FedProx term). ``bench/privml_side.py`` replays exactly this step for Flower and the plain
+loop, so change both together.
 If training fails (diverges, bad labels), the model is put back as it was on entry.
 """
 
