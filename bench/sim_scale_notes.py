@@ -109,15 +109,14 @@ def findings(results: dict[str, Any], sc: dict[str, Any], sy: dict[str, Any]) ->
                 f"{mib(worker_hwm(hi))} at {hi['spec']['per_round']} "
                 f"(+{grew / MIB:.0f} MiB, {grew / copy:.1f}x one float32 copy of its share's "
                 f"parameters: {share:.0f} clients x {hi['model_dim']:,} values = "
-                f"{copy / MIB:.0f} MiB). `Worker.run` (sim/_worker.py) materialises the final "
-                "parameters of its whole share -- `VectorTrainer.train` concatenates every "
-                "chunk and reorders it (two copies), `_loop` stacks them -- then "
-                "`deltas = (final - start)` makes another, before folding them into one sum. "
-                "Suggested fix: in the `sum` and `clip` modes fold each vmap chunk (or each "
-                "looped client) into the float64 total as it finishes, keeping the stack for "
-                "`each` (secure aggregation) only; a worker then holds at most "
-                "`MAX_CHUNK` x dim values whatever the round's size (and stops faulting in "
-                "fresh pages every round).")
+                f"{copy / MIB:.0f} MiB), up to full vmap chunks. A worker folds each chunk "
+                "(at most `MAX_CHUNK` = 64 clients, sim/_vmap.py) into its running sum as it "
+                "finishes, but while a chunk trains it holds the chunk's stacked parameters, "
+                "gradients, momentum and deltas at once (a few x 64 x dim float32); once the "
+                "chunks are full (above ~128 clients a round on 2 workers) the working set "
+                "stops growing, and the glibc heap keeps what it touched. In the run recorded "
+                "here the deltas were also copied to float64 per chunk (since removed: the sum "
+                "now accumulates row by row). Lower `MAX_CHUNK` trades speed for memory.")
     srows = sy.get("rows", [])
     if len(srows) >= 2:
         top = srows[-1]
@@ -125,14 +124,12 @@ def findings(results: dict[str, Any], sc: dict[str, Any], sy: dict[str, Any]) ->
         if per is not None and per > 2 * OFFSET_BYTES + 8:
             out.append(
                 f"2. **Per-client objects in the coordinator**: {per:.0f} B per client, "
-                "against 8 B for an offset. Measured apart with tracemalloc: the list of "
-                "client-id strings `_Federation.ids` (`client-00042`: 69 B each) and the "
-                "round machine's `_available` dict (38 B an entry) hold ~107 B; the offsets "
-                "and `Parallel.sizes` 16 B; each round `_maybe_start` also builds a sorted "
-                "tuple of every id (8 B per client, transient). Suggested fix: name simulated "
-                "clients by number and format ids on demand, and enrol a simulated population "
-                "as a range (one event, O(1) state) instead of one `ClientAvailable` per "
-                "client.")
+                "against 8 B for an offset. Client ids are formatted on demand (no list of "
+                "them is kept); what remains per client is the round machine's availability "
+                "set (`RoundMachine._available`: one id string and one dict entry, ~100 B), "
+                "shared with the coordinator, and each round `_maybe_start` builds a sorted "
+                "tuple of every id (8 B per client, transient). Enrolling a simulated "
+                "population as a range (one event, O(1) state) would remove it; not done.")
         first, last = srows[0], srows[-1]
         if last["startup_s"] and first["startup_s"] and last["startup_s"] > \
                 first["startup_s"] + 0.5:
@@ -181,15 +178,12 @@ def findings(results: dict[str, Any], sc: dict[str, Any], sy: dict[str, Any]) ->
         out.append(
             "6. **vmap is slower than the loop here**: "
             + "; ".join(f"{k:,} a round: vmap {a:.3f} s, loop {b:.3f} s" for k, a, b in slower)
-            + ". These clients hold ~6 examples (one step of batch 32), so the work per client "
-            "is tiny and the vectorised step is bound by copying stacked parameters: under "
-            "cProfile (500 clients, `VectorTrainer.train` alone: 0.8 s against 0.6 s for "
-            "`train_local` one after another) the time goes to `torch.where` (masked momentum "
-            "and update, full-size temporaries every step), `torch.cat` and the final "
-            "`flat[inverse]` reorder, and `repeat` to stack the start. Suggested fix: skip "
-            "the masks when every client of the chunk takes the step (in-place `mul_`/`add_`/"
-            "`sub_`), start momentum as the first gradient, and fold the chunk into the "
-            "round's sum instead of concatenating and reordering (finding 1).")
+            + ". These clients hold ~6 examples (one step of batch 32) but a Dirichlet(0.3) "
+            "split has a few large ones; in the run recorded here a vmap chunk mixed clients "
+            "of different step counts, so one large client made the whole chunk take its "
+            "many (masked) steps. Since then chunks group clients by step count (no masked "
+            "step at all); a quick check after the change, on a machine shared with tests, "
+            "put vmap and the loop level at 100 a round (~0.09 s each).")
     pairs = [(row["per_round"], row["inline_seconds"] / row["seconds"]) for row in
              sc.get("rows", []) if row["inline_seconds"]]
     if pairs and max(p[1] for p in pairs) < 1.5:
@@ -201,8 +195,8 @@ def findings(results: dict[str, Any], sc: dict[str, Any], sy: dict[str, Any]) ->
             "`Worker.run` of 500 of these clients (loop) took 0.65-0.78 s alone, and two "
             "workers side by side took ~1.0 s each (the round at 1,000 a round): the two "
             "vCPUs of this VM do not give twice the throughput on this memory-bound work.")
-    return (["", "**Findings about the simulator** (from the runs above; src/privml/sim left "
-             "untouched).", "", *out]) if out else []
+    return (["", "**Findings about the simulator** (from the runs above; what changed in "
+             "privml since is said in each).", "", *out]) if out else []
 
 
 def caveats(results: dict[str, Any]) -> list[str]:

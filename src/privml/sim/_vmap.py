@@ -104,12 +104,21 @@ class VectorTrainer:
         """Train ``jobs`` a chunk at a time; yields (positions in ``jobs``, final flat
         parameters (k, dim), mean step loss per client) — folded by the caller as they
         come, so no more than one chunk of stacked models is ever alive."""
-        # Clients of similar size together: few padded slots and masked steps per chunk.
-        order = sorted(range(len(jobs)), key=lambda k: len(jobs[k].rows))
-        for lo in range(0, len(order), MAX_CHUNK):
-            part = order[lo:lo + MAX_CHUNK]
+        # A chunk holds clients that take the same number of steps (no step is masked, and
+        # one big client cannot make a chunk of small ones take its many steps), sorted by
+        # size (few padded slots in each batch).
+        bs, epochs = self.cfg.batch_size, self.cfg.epochs
+        steps = [epochs * -(-len(j.rows) // bs) for j in jobs]
+        order = sorted(range(len(jobs)), key=lambda k: (steps[k], len(jobs[k].rows)))
+        lo = 0
+        while lo < len(order):
+            hi = lo + 1
+            while hi < len(order) and hi - lo < MAX_CHUNK and steps[order[hi]] == steps[order[lo]]:
+                hi += 1
+            part = order[lo:hi]
             flat, losses = self._chunk(start, x, y, [jobs[k] for k in part])
             yield part, flat, losses
+            lo = hi
 
     def train(self, start: Tensor, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64],
               jobs: list[Job]) -> tuple[Tensor, list[float]]:

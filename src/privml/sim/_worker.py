@@ -185,7 +185,8 @@ class Worker:
             if mode == "each":
                 rows.append(deltas.astype(np.float32, copy=True))
             elif mode == "sum":
-                total += np.asarray(n, dtype=np.float64) @ deltas.astype(np.float64)
+                for k, weight in enumerate(n):  # row by row: no float64 copy of the chunk
+                    total += weight * deltas[k].astype(np.float64)
             else:
                 from privml.dp._clip import clip_l2  # (privml.dp loads the accountants)
 
