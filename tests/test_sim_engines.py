@@ -247,8 +247,10 @@ def test_client_data_is_mapped_not_copied() -> None:
     assert len(result.history) == 3
     assert peak.peak is not None
     growth = peak.peak - base
-    # Two workers' own torch state (~15 MB each here): far under one copy of the data.
-    assert growth < 0.5 * size, f"tree grew {growth / 1e6:.0f} MB for {size / 1e6:.0f} MB"
+    # Two workers' own state: ~15 MB each alone, up to ~30 MB each forked from a large
+    # process (pages its objects share get copied as workers touch them). A copy of the
+    # data per worker would add 2 x 102 MB; per client, more.
+    assert growth < 0.9 * size, f"tree grew {growth / 1e6:.0f} MB for {size / 1e6:.0f} MB"
 
 
 # --------------------------------------------------------------------------- Ray
