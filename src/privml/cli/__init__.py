@@ -6,6 +6,7 @@ from privml.cli import (  # noqa: F401  (importing registers the commands)
     _certs,
     _net,
     _predict,
+    _report,
     _server,
     _sim,
     _store,

@@ -3,7 +3,8 @@
 Every command prints a table of findings (id, severity, evidence, fix), can write the same
 report as ``--json``, ``--sarif`` (code scanning in CI) and ``--html`` (self-contained), and
 exits 1 when a finding at or above ``--fail-on`` (default: high) exists — 0 otherwise, 2 for
-bad input.
+bad input. ``privml audit privacy`` records its report with the run it audited in the run
+database; the other audits do when given ``--run ID`` (``privml report`` shows them).
 """
 
 from __future__ import annotations
@@ -30,10 +31,24 @@ HtmlOpt = Annotated[Path | None, typer.Option(
 FailOpt = Annotated[str, typer.Option(
     "--fail-on", help="Exit 1 when a finding at or above this severity exists: critical, "
     "high, medium, low or info.")]
+RunOpt = Annotated[int | None, typer.Option(
+    "--run", help="Record the report with this run (privml runs) in the run database, for "
+    "`privml report`.", show_default=False)]
+DbOpt = Annotated[Path | None, typer.Option(
+    help="Run database (default: $PRIVML_HOME/runs.db).", show_default=False)]
+
+
+def _check_run(run: int | None, db: Path | None) -> None:
+    """Refuse an unknown ``--run`` before auditing, not after (an audit can take minutes)."""
+    if run is not None:
+        from privml.sim import RunStore
+
+        with RunStore(db) as store:
+            store.run(run)
 
 
 def _finish(report: object, json_path: Path | None, sarif: Path | None, html: Path | None,
-            fail_on: str) -> None:
+            fail_on: str, *, run: int | None = None, db: Path | None = None) -> None:
     from privml.audit import AuditReport, Severity
     from privml.audit._output import print_report, to_html, to_json, to_sarif
 
@@ -47,6 +62,13 @@ def _finish(report: object, json_path: Path | None, sarif: Path | None, html: Pa
             tmp.write_text(render(report))
             tmp.replace(path)
             out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if run is not None:
+        from privml.sim import RunStore
+
+        with RunStore(db) as store:
+            store.add_audit(run, report.to_dict(), kind=report.kind)
+            out.print(f"recorded with run {run} in {store.path}", highlight=False,
+                      soft_wrap=True)
     if report.failing(threshold):
         raise typer.Exit(code=1)
 
@@ -66,13 +88,14 @@ def deployment_cmd(
         "refuse it and that the size limit holds (env PRIVML_AUDIT_TOKEN).",
         show_default=False)] = None,
     json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
-    fail_on: FailOpt = "high",
+    fail_on: FailOpt = "high", run: RunOpt = None, db: DbOpt = None,
 ) -> None:
     """Probe a running coordinator: TLS, certificates, authentication, headers, limits."""
     from privml.audit._deployment import audit_deployment
 
+    _check_run(run, db)
     report = audit_deployment(url, device_url=device_url, ca=ca, token=token)
-    _finish(report, json_path, sarif, html, fail_on)
+    _finish(report, json_path, sarif, html, fail_on, run=run, db=db)
 
 
 @audit_app.command("config")
@@ -81,18 +104,20 @@ def config_cmd(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="JSON or YAML settings.",
                                          show_default=False)],
     json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
-    fail_on: FailOpt = "high",
+    fail_on: FailOpt = "high", run: RunOpt = None, db: DbOpt = None,
 ) -> None:
     """Check a federation's settings: TLS, secure aggregation, DP, thresholds, budget."""
     from privml.audit._config import audit_config
 
-    _finish(audit_config(file), json_path, sarif, html, fail_on)
+    _check_run(run, db)
+    _finish(audit_config(file), json_path, sarif, html, fail_on, run=run, db=db)
 
 
 @audit_app.command("privacy")
 @guarded
 def privacy_cmd(
-    run: Annotated[int, typer.Option(help="The run's id (privml runs).")],
+    run: Annotated[int, typer.Option(help="The run's id (privml runs); the report is "
+                                     "recorded with it in the run database.")],
     db: Annotated[Path | None, typer.Option(help="Run database (default: "
                                             "$PRIVML_HOME/runs.db).", show_default=False)]
     = None,
@@ -119,7 +144,7 @@ def privacy_cmd(
         report = audit_privacy(run, db=db, model=model, members=members, beta=beta,
                                lira=lira, progress=lambda done, _: bar.update(
                                    task, completed=done))
-    _finish(report, json_path, sarif, html, fail_on)
+    _finish(report, json_path, sarif, html, fail_on, run=run, db=db)
 
 
 @audit_app.command("deps")
@@ -138,14 +163,15 @@ def deps_cmd(
         show_default=False)] = None,
     timeout: Annotated[float, typer.Option(help="Seconds pip-audit may take.")] = 300.0,
     json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
-    fail_on: FailOpt = "high",
+    fail_on: FailOpt = "high", run: RunOpt = None, db: DbOpt = None,
 ) -> None:
     """Installed packages (or a requirements list) against known vulnerabilities; a
     package that could not be checked is a finding, never a silent pass."""
     from privml.audit._deps import audit_deps
 
+    _check_run(run, db)
     _finish(audit_deps(requirements=requirements, python=python, advisories=advisories,
-                       timeout=timeout), json_path, sarif, html, fail_on)
+                       timeout=timeout), json_path, sarif, html, fail_on, run=run, db=db)
 
 
 @audit_app.command("model")
@@ -154,10 +180,11 @@ def model_cmd(
     path: Annotated[Path, typer.Argument(metavar="PATH", help="A model file or a folder.",
                                          show_default=False)],
     json_path: JsonOpt = None, sarif: SarifOpt = None, html: HtmlOpt = None,
-    fail_on: FailOpt = "high",
+    fail_on: FailOpt = "high", run: RunOpt = None, db: DbOpt = None,
 ) -> None:
     """Model files scanned, never loaded: safetensors pass; pickles are checked with
     picklescan's strict policy, and anything but a plain tensor state dict is a finding."""
     from privml.audit._model import audit_model
 
-    _finish(audit_model(path), json_path, sarif, html, fail_on)
+    _check_run(run, db)
+    _finish(audit_model(path), json_path, sarif, html, fail_on, run=run, db=db)

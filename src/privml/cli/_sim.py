@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from privml._exceptions import ConfigError
 from privml.cli._app import app, err, guarded, out, summary_table, write_json
+
+if TYPE_CHECKING:
+    from privml.sim import RunStore
 
 DEMO_TARGET = 0.90
 DEMO_DP_TARGET = 0.85  # with DP-SGD at epsilon <= 10, delta 1e-5 (issue 5)
@@ -193,7 +196,8 @@ def demo_cmd(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write a JSON summary.")]
     = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Work folder: certificates, logs, "
-                                          "plot and model.")] = Path("privml-demo"),
+                                          "plot, model and report.html.")]
+    = Path("privml-demo"),
     db: Annotated[Path | None, typer.Option(help="Run database (default $PRIVML_HOME).")]
     = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -240,6 +244,7 @@ def demo_cmd(
     summary["plot"] = str(plot_history(history, out_dir / "accuracy.png", title=title))
     with RunStore(db) as store:
         summary["run_id"] = store.add_summary(summary, kind="demo")
+        summary["report"] = _report(store, int(summary["run_id"]), out_dir)
     if json_path is not None:
         write_json(json_path, summary)
     out.print(summary_table(summary, "privml demo over HTTPS (mutual TLS)"))
@@ -255,22 +260,37 @@ def demo_cmd(
                   f"epsilon = {summary['epsilon']:.4f} at delta = {summary['delta']:g} "
                   f"({summary['accountant']}); assumes {summary['assumption']}",
                   highlight=False)
-    for key in ("plot", "model_file"):
-        out.print(f"{key.replace('_', ' ')}: {summary[key]}")
+    for key in ("plot", "model_file", "report"):
+        out.print(f"{key.replace('_', ' ')}: {summary[key]}", highlight=False, soft_wrap=True)
     _verdict(float(summary["final_accuracy"]), DEMO_DP_TARGET if dp else DEMO_TARGET)
 
 
 def _demo_sim(json_path: Path | None, out_dir: Path, db: Path | None, progress: bool) -> None:
-    from privml.sim import SimConfig, run_simulation
+    from privml.sim import RunStore, SimConfig, run_simulation
 
     cfg = SimConfig(backend="local")
     out.print(f"[bold]privml demo --sim[/]: {cfg.clients} clients on digits, Dirichlet alpha "
               f"{cfg.alpha}, {cfg.per_round} per round, {cfg.rounds} rounds of {cfg.strategy}")
     result = run_simulation(cfg, progress=progress)
-    summary = _finish(result, kind="demo-sim", json_path=json_path,
+    # The JSON is written here, not by _finish: it names the report, made from the run's row.
+    summary = _finish(result, kind="demo-sim", json_path=None,
                       plot=out_dir / "accuracy.png", save_model=out_dir / "model.safetensors",
                       db=db, title="privml demo --sim: digits, 20 clients, FedAvg")
+    run_id = summary["run_id"]
+    assert isinstance(run_id, int)
+    with RunStore(db) as store:
+        summary["report"] = _report(store, run_id, out_dir)
+    if json_path is not None:
+        write_json(json_path, summary)
+    out.print(f"report: {summary['report']}", highlight=False, soft_wrap=True)
     _verdict(float(summary["final_accuracy"]))  # type: ignore[arg-type]
+
+
+def _report(store: RunStore, run_id: int, out_dir: Path) -> str:
+    """The run's HTML report in the demo's work folder (``privml report`` makes the same)."""
+    from privml.sim._report import write_report
+
+    return str(write_report(store, run_id, out_dir / "report.html"))
 
 
 def _verdict(acc: float, target: float = DEMO_TARGET) -> None:

@@ -20,7 +20,7 @@ from privml.sim._config import SimResult
 
 __all__ = ["RunRow", "RunStore", "default_db"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE runs (
@@ -55,6 +55,18 @@ _MIGRATIONS: dict[int, str] = {
         epsilon REAL NOT NULL, delta REAL NOT NULL, accountant TEXT NOT NULL,
         PRIMARY KEY (run_id, seq)
     );
+    """,
+    # Audits of a run (`privml audit ... --run ID`): the report's JSON (findings, checks
+    # passed, figures), so that `privml report` shows what was found and when.
+    3: """
+    CREATE TABLE audits (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        audited_at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        report TEXT NOT NULL
+    );
+    CREATE INDEX audits_run ON audits(run_id);
     """,
 }
 
@@ -163,6 +175,33 @@ class RunStore:
         for row in rows:
             row["event"] = json.loads(row["event"])
         return rows
+
+    def add_audit(self, run_id: int, report: Mapping[str, Any], *, kind: str) -> int:
+        """Record an audit of run ``run_id`` (``AuditReport.to_dict()``); returns its id.
+        DataError if there is no such run: an audit is never filed under nothing."""
+        self.run(run_id)
+        text = json.dumps(dict(report), default=str)  # metrics may hold tuples, paths
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO audits (run_id, audited_at, kind, report) VALUES (?,?,?,?)",
+                (run_id, datetime.now(UTC).isoformat(timespec="seconds"), kind, text))
+        return int(cur.lastrowid or 0)
+
+    def audits(self, run_id: int) -> list[dict[str, Any]]:
+        """The run's recorded audits, oldest first: ``id``, ``audited_at``, ``kind`` and
+        ``report`` (the JSON the audit wrote)."""
+        rows = self._db.execute(
+            "SELECT id, audited_at, kind, report FROM audits WHERE run_id = ? ORDER BY id",
+            (run_id,)).fetchall()
+        return [{"id": i, "audited_at": at, "kind": kind, "report": json.loads(text)}
+                for i, at, kind, text in rows]
+
+    def latest(self) -> int:
+        """The id of the newest run; DataError if there is none."""
+        rows = self.runs(limit=1)
+        if not rows:
+            raise DataError(f"no runs in {self.path} yet: try `privml demo`")
+        return rows[0].id
 
     def runs(self, *, limit: int = 20) -> list[RunRow]:
         """The most recent runs, newest first."""
