@@ -8,12 +8,14 @@ privml parameters), reports evaluations and walks the SecAgg+ stages exactly as 
 client does on the device port, through the same coordinator calls.
 
 Every API request (bar ``/openapi.json``) needs the protocol header and exactly one
-``Authorization: Bearer <token>`` header. Tokens are read from that header and nowhere else —
-a token in a URL ends up in proxy logs and browser history — so a query-string token is
-simply not a credential. The token's prefix names its kind; the store verifies it (hash,
-kind, expiry, revocation) and any failure is one opaque 401 ``unauthorized``. A valid client
-token on an admin endpoint is 403 ``forbidden``. Admin tokens may also read the client
-endpoints. Refusals go to the same security log as the device port's.
+``Authorization: Bearer <token>`` header — or, on the admin endpoints only, the dashboard's
+session cookie (and, to change anything, its CSRF token): see :mod:`._dashboard`. Tokens
+are read from that header and nowhere else — a token in a URL ends up in proxy logs and
+browser history — so a query-string token is simply not a credential. The token's prefix
+names its kind; the store verifies it (hash, kind, expiry, revocation) and any failure is
+one opaque 401 ``unauthorized``. A valid client token on an admin endpoint is 403
+``forbidden``. Admin tokens may also read the client endpoints. Refusals go to the same
+security log as the device port's.
 
 This port requests no client certificate at all, so a device's certificate can never stand
 in for a token here; the device port in turn refuses any ``Authorization`` header.
@@ -26,8 +28,9 @@ it replaces the old one for both ports at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -36,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from privml._exceptions import ConfigError, PeerError, ProtocolError, RequestError
 from privml.transport._coordinator import Coordinator
+from privml.transport._dashboard import EVENTS_PATH, Dashboard, dashboard_routes
+from privml.transport._sessions import SessionTable
 from privml.transport._tokens import TokenStore, kind_of
 from privml.transport._webpages import SECURITY_HEADERS, is_public, page_routes
 from privml.transport.server import (
@@ -134,11 +139,23 @@ def _who(request: Request) -> str:
     return f"web {peer}"
 
 
-def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
-    """The web-port application (no client certificates; bearer tokens)."""
+def create_web_app(state: ServerState, tokens: TokenStore, *,
+                   sessions: SessionTable | None = None) -> FastAPI:
+    """The web-port application (no client certificates; bearer tokens, and dashboard
+    sessions: see :mod:`._dashboard`)."""
+    dash = Dashboard(state, tokens, sessions=sessions)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        dash.feed.ensure_started()  # notes each round's enrolled clients from the start
+        try:
+            yield
+        finally:
+            await dash.feed.stop()
+
     # No /docs page: it would pull scripts from a CDN onto a port meant for browsers.
     app = FastAPI(title="privml coordinator (web port)", version=str(PROTOCOL_VERSION),
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, lifespan=lifespan,
                   # Documents the scheme in the OpenAPI schema; the middleware enforces it.
                   dependencies=[Depends(HTTPBearer(auto_error=False))])
 
@@ -151,11 +168,17 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
                                                                  request.url.path):
                 return _secured(await call_next(request))
             version = request.headers.get(HEADER_PROTOCOL)
-            if version != str(PROTOCOL_VERSION):
+            # (EventSource cannot send headers: the live stream goes without this one.)
+            if version != str(PROTOCOL_VERSION) and not (
+                    version is None and request.url.path == EVENTS_PATH):
                 raise RequestError(f"protocol version {version!r} not supported",
                                    code="protocol_version", status=426)
             request.state.client = who  # how the shared error handlers name the caller
-            kind, label = _authenticate(request, tokens)
+            request.state.session = None
+            if dash.uses_session(request):
+                kind, label = dash.authenticate(request)
+            else:
+                kind, label = _authenticate(request, tokens)
             request.state.token = (kind, label)
             if kind == "client":
                 request.state.client = WEB_CLIENT_PREFIX + label
@@ -166,6 +189,7 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
     install_error_handlers(app, state)
     page_routes(app)
     client_routes(app, state)
+    dashboard_routes(app, dash)
 
     _browser_routes(app, state)
 
@@ -175,6 +199,12 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
             coord = state.current
             return idle_status() if coord is None else coord.status()
 
+    _tfjs_routes(app, state)
+    _admin_routes(app, state)
+    return app
+
+
+def _admin_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/admin/status")
     async def admin_status() -> dict[str, Any]:
         with state.lock:
@@ -188,8 +218,6 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
                     security_events=state.refusals)
         return body
 
-    _tfjs_routes(app, state)
-
     @app.post("/v1/admin/stop")
     async def admin_stop(request: Request) -> dict[str, Any]:
         """End the current run now (its open round is abandoned, clients are told "done");
@@ -199,6 +227,7 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
             if state.current is not None:
                 state.current.stop()
             state.stop_requested.set()
+            state.changes += 1
         log.warning("stop requested by admin token %r", label)
         return {"stopping": True}
 
@@ -209,8 +238,6 @@ def create_web_app(state: ServerState, tokens: TokenStore) -> FastAPI:
         coord = await _start_run(state, settings)
         log.warning("run %s started by admin token %r", coord.run_id, label)
         return {"run": coord.run_id, "config": coord.config.to_dict()}
-
-    return app
 
 
 def _browser_routes(app: FastAPI, state: ServerState) -> None:
@@ -309,6 +336,7 @@ async def _start_run(state: ServerState, settings: RunRequest) -> Coordinator:
         with state.lock:
             state.current = coord
             state.stop_requested.clear()  # a stop was for the run before
+            state.changes += 1
         return coord
     finally:
         state.starting.release()

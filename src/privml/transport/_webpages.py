@@ -1,8 +1,10 @@
-"""The web port's pages: the browser client (``/client``), the inference page (``/predict``),
-their ES modules (``/web/...``) and the npm libraries they load (``/vendor/...``).
+"""The web port's pages: the coordinator's dashboard (``/``) and its runs page (``/runs``),
+the browser client (``/client``), the inference page (``/predict``), their ES modules
+(``/web/...``) and the npm libraries they load (``/vendor/...``).
 
 Pages and scripts are public — a page has to load before its user can type a token — and
-hold no secret; every API call they make carries the token in a header. The libraries come
+hold no secret; every API call they make carries the token in a header (the dashboard's
+carry its session cookie instead: see :mod:`._dashboard`). The libraries come
 from the wheel (``privml/web/vendor/``, copied from ``node_modules`` by ``setup.py`` at
 build time) or, in a source checkout, from ``node_modules`` itself; never from a CDN.
 
@@ -38,7 +40,8 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-PAGES = {"/client": "client.html", "/predict": "predict.html"}
+PAGES = {"/": "dashboard.html", "/runs": "runs.html", "/client": "client.html",
+         "/predict": "predict.html"}
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html; charset=utf-8",
           ".wasm": "application/wasm", ".json": "application/json"}
 _SOURCE_NODE_MODULES = WEB_DIR.parent.parent.parent / "node_modules"  # a source checkout
@@ -47,7 +50,7 @@ _SOURCE_NODE_MODULES = WEB_DIR.parent.parent.parent / "node_modules"  # a source
 def is_public(method: str, path: str) -> bool:
     """Whether a request is for a public page or asset (no token, no protocol header)."""
     return method in ("GET", "HEAD") and (
-        path in PAGES or path.startswith(("/web/", "/vendor/")) or path in ("/", "/favicon.ico"))
+        path in PAGES or path.startswith(("/web/", "/vendor/")) or path == "/favicon.ico")
 
 
 @cache
@@ -88,8 +91,12 @@ def _missing(what: str) -> ProtocolError:
 
 def page_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
-    async def index() -> Response:
-        return Response(status_code=307, headers={"Location": "/client"})
+    async def dashboard_page() -> Response:
+        return _file(WEB_DIR / PAGES["/"])
+
+    @app.get("/runs", include_in_schema=False)
+    async def runs_page() -> Response:
+        return _file(WEB_DIR / PAGES["/runs"])
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

@@ -109,6 +109,8 @@ class ServerState:
     an admin's settings (``None``: this server takes no new runs); ``starting`` keeps two
     admins from starting runs at once without holding ``lock`` while a model is built.
     ``store`` keeps the security log of an idle server (a run brings its own store).
+    ``changes`` goes up by one (under ``lock``) at every change a dashboard shows: the
+    only work the request paths do for dashboards (see :mod:`._feed`).
     """
 
     current: Coordinator | None
@@ -126,6 +128,7 @@ class ServerState:
     starting: threading.Lock = field(default_factory=threading.Lock)
     shared: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # name: (etag, body)
     demo_data: Callable[[str], bytes] | None = None  # client id -> CSV (--web-demo)
+    changes: int = 0
 
     def share(self, name: str, body: bytes) -> None:
         """Serve ``body`` (typed value bytes) at ``/v1/data/NAME`` with its sha256 ETag."""
@@ -341,6 +344,7 @@ def client_routes(app: FastAPI, state: ServerState) -> None:
             coord = state.current
             if coord is not None:
                 coord.enrol(request.state.client, time.monotonic())
+                state.changes += 1
         # Idle: nothing to join yet; the first run tells the client to enrol again.
         return {"client_id": request.state.client,
                 "run": None if coord is None else coord.run_id}
@@ -366,8 +370,10 @@ def client_routes(app: FastAPI, state: ServerState) -> None:
         """The metrics a client measured for the global model on its own held-out data,
         answering an ``evaluate`` task."""
         with state.lock:
-            return state.coordinator.evaluation(request.state.client, report,
-                                                time.monotonic())
+            answer = state.coordinator.evaluation(request.state.client, report,
+                                                  time.monotonic())
+            state.changes += 1
+            return answer
 
     _secagg_routes(app, state)
 
@@ -384,6 +390,7 @@ def _secagg_routes(app: FastAPI, state: ServerState) -> None:
             with state.lock:
                 result = state.coordinator.secagg_post(client, step.value, body,
                                                        time.monotonic())
+                state.changes += 1
         except PeerError as exc:
             return refuse(state, request, client, exc)
         return JSONResponse(result)
@@ -420,6 +427,7 @@ async def submit_update(state: ServerState, request: Request,
             if convert is not None:
                 body = convert(coord, body)
             result = coord.submit(client, meta, body, time.monotonic())
+            state.changes += 1
     except PeerError as exc:
         return refuse(state, request, client, exc)
     return JSONResponse(result)
@@ -431,6 +439,7 @@ def refuse(state: ServerState, request: Request, client: str, exc: PeerError) ->
     with state.lock:  # both ports' threads log here
         state.security_log.append(event)
         state.refusals += 1
+        state.changes += 1
         coord = state.current
         store = state.store if coord is None or coord.store is None else coord.store
         if store is not None:  # the persistent security log
@@ -442,6 +451,12 @@ def refuse(state: ServerState, request: Request, client: str, exc: PeerError) ->
     return _error(status, exc.code, str(exc), **extra)
 
 
+def _pulse(coord: Coordinator) -> tuple[object, ...]:
+    m = coord.machine
+    return (m.phase, m.round, len(m.sampled), len(m.pending), len(coord.history),
+            len(coord.evaluations), len(coord.secure_sums))
+
+
 async def _tick_forever(state: ServerState) -> None:
     broken: Coordinator | None = None
     while True:
@@ -451,7 +466,10 @@ async def _tick_forever(state: ServerState) -> None:
             with state.lock:
                 coord = state.current
                 if coord is not None and coord is not broken:
+                    before = _pulse(coord)
                     coord.tick(time.monotonic())
+                    if _pulse(coord) != before:  # a deadline closed a round or a stage
+                        state.changes += 1
         except DataError as exc:
             # The store failed mid-close: the run must be resumed from disk; stop serving it
             # (and stop ticking it, but not a run that may follow it).
