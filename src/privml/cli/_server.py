@@ -309,6 +309,8 @@ def _serve(paths: FederationPaths, out_dir: Path, host: str, ports: tuple[int, i
         out.print(f"web port (tokens): {web.url}", highlight=False, soft_wrap=True)
         out.print(f"browser client page: {web.url}/client  (inference: {web.url}/predict)",
                   highlight=False, soft_wrap=True)
+        out.print(f"dashboard: {web.url}/  (runs: {web.url}/runs; sign in with an admin "
+                  "token)", highlight=False, soft_wrap=True)
         out.print(f"CA certificate: {paths.ca_cert}", highlight=False, soft_wrap=True)
         if state.current is None:
             out.print("idle: an admin starts a run with POST /v1/admin/runs", highlight=False)
