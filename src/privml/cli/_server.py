@@ -395,7 +395,9 @@ def server_cmd(
     model: Annotated[str, typer.Option(help="logreg, mlp or cnn.")] = "mlp",
     dataset: Annotated[str, typer.Option(help="Dataset whose shape sizes the model.")]
     = "digits",
-    strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam or fedyogi.")]
+    strategy: Annotated[str, typer.Option(
+        help="fedavg, fedprox, fedadam, fedyogi, or robust: median, trimmed_mean, krum, "
+        "multikrum, normbound.")]
     = "fedavg",
     epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the model and the sampling.")] = 0,

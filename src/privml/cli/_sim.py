@@ -91,7 +91,9 @@ def sim_cmd(
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 30,
     alpha: Annotated[str, typer.Option(help="Dirichlet alpha over labels (> 0), or 'iid'.")]
     = "0.5",
-    strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam or fedyogi.")]
+    strategy: Annotated[str, typer.Option(
+        help="fedavg, fedprox, fedadam, fedyogi, or robust: median, trimmed_mean, krum, "
+        "multikrum, normbound.")]
     = "fedavg",
     seed: Annotated[int, typer.Option(help="Seed for partition, sampling and training.")] = 0,
     epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 5,

@@ -12,6 +12,8 @@ from privml.secagg import FixedPoint
 
 __all__ = ["RoundRecord", "SimConfig", "SimResult"]
 
+_ROBUST = ("median", "trimmed_mean", "krum", "multikrum", "normbound")
+
 
 def _positive_int(label: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -78,6 +80,12 @@ class SimConfig:
                 f"min_updates ({self.min_updates}) exceeds clients per round ({self.per_round})")
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if self.strategy in _ROBUST and (self.secagg or self.dp):
+            what = "secure aggregation reveals only the sum of the updates" if self.secagg \
+                else "client-level DP here noises the sum of the clipped updates"
+            raise ConfigError(f"strategy {self.strategy!r} needs each client's update, but "
+                              f"{what}: use fedavg (with client-side clipping) or turn it "
+                              "off (README, Robust aggregation)")
         if self.secagg and not self.dp:
             self.encoding()  # refuses settings whose sum could wrap
         self._check_dp()

@@ -41,7 +41,7 @@ from privml.sim._config import RoundRecord, SimConfig, SimResult
 from privml.sim._parallel import Parallel, RoundOutput, WorkerError, csr
 from privml.sim._vmap import vectorizable
 from privml.sim._worker import WorkerSetup
-from privml.strategies import ClientUpdate, ServerState, make_strategy
+from privml.strategies import ClientUpdate, ServerState, make_strategy, needs_updates
 from privml.train import TrainConfig, TrainFn, evaluate, get_params, set_params, train_local
 
 __all__ = ["run_simulation"]
@@ -140,8 +140,9 @@ class _Federation:
                 for k in (self.index(t.client_id) for t in tasks)]
         if self.dp is not None:
             mode, bound = ("each", None) if self.cfg.secagg else ("clip", self.dp.bound)
-        else:
-            mode, bound = ("each" if self.cfg.secagg else "sum"), None
+        else:  # SecAgg encodes, robust strategies compare, each update: else one sum
+            each = self.cfg.secagg or needs_updates(self.strategy)
+            mode, bound = ("each" if each else "sum"), None
         out = self.pool.round(jobs, mode=mode, bound=bound,
                               flat=pm.flatten(self.global_params))
         self.faults = [a + b for a, b in zip(self.faults, (out.restarts, out.retried,
@@ -190,7 +191,7 @@ class _Federation:
                 self.global_params, self.state = self.strategy.apply(self.global_params, mean,
                                                                      self.state)
             return
-        if self.pool is not None:
+        if self.pool is not None and not needs_updates(self.strategy):
             out = self._pooled_total(action)
             assert out.total is not None
             mean = pm.unflatten((out.total / out.weight).astype(np.float32), spec)

@@ -178,12 +178,31 @@ class FedYogi(FedAdam):
         return out
 
 
-STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedyogi")
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedyogi", "median",
+                               "trimmed_mean", "krum", "multikrum", "normbound")
 
 
-def make_strategy(name: str, *, mu: float = 0.01, server_lr: float = 0.1) -> Strategy:
+def needs_updates(strategy: object) -> bool:
+    """Whether ``strategy`` aggregates individual updates (robust ones), not only a sum."""
+    return bool(getattr(strategy, "needs_updates", False))
+
+
+def make_strategy(name: str, *, mu: float = 0.01, server_lr: float = 0.1, trim: float = 0.2,
+                  byzantine: float = 0.2, bound_factor: float = 1.0) -> Strategy:
     """The strategy called ``name``; ConfigError naming the choices for an unknown one."""
+    from privml.strategies import _robust
+
     match name:
+        case "median":
+            return _robust.Median()
+        case "trimmed_mean":
+            return _robust.TrimmedMean(trim=trim)
+        case "krum":
+            return _robust.Krum(byzantine=byzantine)
+        case "multikrum":
+            return _robust.MultiKrum(byzantine=byzantine)
+        case "normbound":
+            return _robust.NormBound(bound_factor=bound_factor)
         case "fedavg":
             return FedAvg()
         case "fedprox":

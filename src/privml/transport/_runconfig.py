@@ -18,7 +18,7 @@ from privml._exceptions import ConfigError, ProtocolError
 from privml.dp import ExampleLevelDP, check_dp_settings
 from privml.protocol import RoundConfig
 from privml.secagg import FixedPoint, SecAggConfig
-from privml.strategies import make_strategy
+from privml.strategies import make_strategy, needs_updates
 
 __all__ = ["EvaluationReport", "RunConfig", "UpdateMeta"]
 
@@ -75,7 +75,13 @@ class RunConfig:
             raise ConfigError(f"norm_bound must be > 0, got {self.norm_bound}")
         if self.max_update_bytes < 1024:
             raise ConfigError("max_update_bytes must be at least 1024")
-        make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr)  # validates
+        strategy = make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr)
+        if needs_updates(strategy) and (self.secagg or (self.dp and self.dp_unit == "client")):
+            what = ("secure aggregation reveals only the sum of the updates" if self.secagg
+                    else "client-level DP noises the sum of the clipped updates")
+            raise ConfigError(f"strategy {self.strategy!r} needs each client's update, but "
+                              f"{what}: use fedavg (with norm_bound or clip_norm) or turn it "
+                              "off (README, Robust aggregation)")
         self.round_config()  # validates the rest
         if self.dp_unit not in ("client", "example"):
             raise ConfigError(f"dp_unit must be 'client' or 'example', got {self.dp_unit!r}")
