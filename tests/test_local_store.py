@@ -198,8 +198,12 @@ sys.path.insert(0, sys.argv[3])
 from test_local_store import _value
 from privml.store import LocalStore
 with LocalStore(sys.argv[1], key=bytes(range(32))) as st:
-    for i in range(int(sys.argv[2]), 100):
+    print("ready", flush=True)
+    start = int(sys.argv[2])
+    for i in range(start, min(start + 30, 100)):  # at most 30, then wait to be killed
         print(i, st.put(f"rec-{i % 7}", _value(i)), flush=True)
+    print("capped", flush=True)
+    sys.stdin.read()
 """
 
 
@@ -212,7 +216,7 @@ def _objects_match_rows(path: Path) -> bool:
 
 def test_a_writer_killed_at_random_points_loses_no_committed_write(tmp_path: Path) -> None:
     """100 writes of values of 0-2.6 MB to 7 records by a writer SIGKILLed at random
-    moments and restarted where it stopped: after every kill each version reads back as a
+    points and restarted where it stopped: after every kill each version reads back as a
     complete value written to that record, and every write the writer saw committed is
     there. Recovery removes what the dead writers left."""
     import hashlib
@@ -225,12 +229,26 @@ def test_a_writer_killed_at_random_points_loses_no_committed_write(tmp_path: Pat
     nxt, kills = 0, 0
     while nxt < 100:
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(nxt),
-                                 str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.2, 0.9))  # the import takes ~0.3 s; then ~10 writes/s
+                                 str(Path(__file__).parent)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        # kill after a random number of commits plus a random fraction of a write (one
+        # put takes ~6 ms here): counted in writes, not seconds, so as fast a machine
+        # as any still has its writer killed mid-run
+        seen: list[str] = []
+        for _ in range(rng.randrange(12)):
+            seen.append(proc.stdout.readline().rstrip("\n"))
+            if seen[-1] == "capped":  # it waits on stdin now: read no further
+                break
+        time.sleep(rng.uniform(0.0, 0.008))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
-        kills += proc.returncode == -signal.SIGKILL
-        for line in out.splitlines():
+        lines = [line for line in seen + out.splitlines() if line]
+        # a writer killed before it reached its cap was killed mid-run (not idle)
+        kills += "capped" not in lines and proc.returncode == -signal.SIGKILL
+        for line in lines:
+            if line == "capped":
+                continue
             i, version = map(int, line.split())
             committed[(f"rec-{i % 7}", version)] = i
             nxt = i + 1
