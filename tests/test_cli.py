@@ -174,6 +174,13 @@ def corrupt_fashion(tmp_path: Path) -> Path:
     (["--on-worker-failure", "ignore"], "on_worker_failure must be 'retry' or 'drop'"),
     (["--ray-address", "auto"], "ray_address is for backend='ray'"),
     (["--optimizer", "adam", "--vectorize", "on"], "vectorize='on' cannot apply: optimizer"),
+    (["--attack", "poison"], "unknown attack 'poison'"),
+    (["--attack", "scale", "--attackers", "1.5"], "attackers must be a fraction in [0, 1)"),
+    (["--attack", "scale", "--attack-scale", "0"], "attack_scale must be a finite number > 0"),
+    (["--attack", "backdoor", "--backdoor-target", "10"], "backdoor_target 10 is not a class"),
+    (["--strategy", "trimmed_mean", "--trim", "0.5"], "trimmed_mean trim must be in [0, 0.5)"),
+    (["--strategy", "multikrum", "--byzantine", "-1"], "multikrum byzantine must be in"),
+    (["--strategy", "normbound", "--bound-factor", "nan"], "bound_factor must be > 0"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     res = runner.invoke(app, ["sim", "--rounds", "1", "--no-progress", *args])

@@ -266,3 +266,24 @@ def test_describe_is_json_and_rebuilds_the_same_encoding() -> None:
     assert FixedPoint(**{k: summary[k] for k in keys}) == fp
     assert summary["max_abs_sum"] < 2**63
     assert summary["headroom_bits"] > 0
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_the_unmasked_sum_of_an_unclipped_input_is_refused(bits: int) -> None:
+    """The check of the unmasked aggregate: a client that skips clipping (here one encoding
+    of 3x clip, made by hand) is caught by the sum's range, while honest sums at the very
+    edge (every input at +-clip, the DP layer's admitted noise added) still decode."""
+    fp = FixedPoint(clip=1.0, clients=10, bits=bits, noise_bound=1000)
+    honest = [(np.full(4, 5.0, dtype=np.float32), 100)] * 9
+    total = _sum(fp, honest)
+    edge = total.copy()
+    np.add(edge, np.array([1000] * 4 + [0], dtype=np.int64).astype(fp.dtype), out=edge)
+    mean, weight = fp.decode(edge)  # above clip by the noise only: accepted
+    assert np.all(mean <= 1.0 + (1000 + 1) / (fp.scale * weight))
+    rogue = fp.encode(np.full(4, 1.0, dtype=np.float32), 100).view(fp._signed).copy()
+    rogue[:-1] *= 3  # what encode would never send: 3x the clip
+    bad = total + rogue.view(fp.dtype)
+    with pytest.raises(ParamsError, match="not clipped"):
+        fp.decode(bad)
+    fine = total + fp.encode(np.full(4, 1.0, dtype=np.float32), 100)
+    assert fp.decode(fine)[0] == pytest.approx(np.ones(4))

@@ -75,6 +75,13 @@ def _finish(result: object, *, kind: str, json_path: Path | None, plot: Path | N
                       f"{refused['epsilon_would_be']:.4f} > target "
                       f"{refused['target_epsilon']:g}; the model is that of the round "
                       "before")
+    attack = summary.get("attack")
+    if isinstance(attack, dict):
+        line = (f"attack: {attack['kind']} by {attack['attackers']} of "
+                f"{summary['clients']} clients (x{attack['scale']:g})")
+        if "backdoor_success" in attack:
+            line += f"; backdoor success {attack['backdoor_success']:.3f}"
+        out.print(line, highlight=False)
     for key in ("plot", "model_file"):
         if key in summary:
             out.print(f"{key.replace('_', ' ')}: {summary[key]}")
@@ -103,6 +110,12 @@ def sim_cmd(
     momentum: Annotated[float, typer.Option(help="Local SGD momentum.")] = 0.9,
     mu: Annotated[float, typer.Option(help="FedProx proximal weight.")] = 0.01,
     server_lr: Annotated[float, typer.Option(help="FedAdam/FedYogi server step.")] = 0.1,
+    trim: Annotated[float, typer.Option(
+        help="trimmed_mean: the fraction dropped at each end of every coordinate.")] = 0.2,
+    byzantine: Annotated[float, typer.Option(
+        help="krum/multikrum: the fraction of a round's updates assumed malicious.")] = 0.2,
+    bound_factor: Annotated[float, typer.Option(
+        help="normbound: updates clipped to this times the round's median norm.")] = 1.0,
     dropout: Annotated[float, typer.Option(help="Chance a sampled client never answers.")]
     = 0.0,
     min_updates: Annotated[int, typer.Option(help="Updates needed to aggregate a round.")] = 1,
@@ -158,6 +171,16 @@ def sim_cmd(
     on_worker_failure: Annotated[str, typer.Option(
         help="A worker that dies mid-round is restarted; its clients are retried once "
         "('retry') or left out of the round ('drop').")] = "retry",
+    attack: Annotated[str, typer.Option(
+        help="Poisoning by a fraction of the clients: none, sign_flip, scale, label_flip "
+        "or backdoor (README, Robust aggregation).")] = "none",
+    attackers: Annotated[float, typer.Option(
+        help="With --attack: the fraction of clients that attack.")] = 0.2,
+    attack_scale: Annotated[float | None, typer.Option(
+        help="With --attack: sign_flip sends -SCALE x its update (4), scale SCALE x (10); "
+        "backdoor boosts by SCALE (1).")] = None,
+    backdoor_target: Annotated[int, typer.Option(
+        help="With --attack backdoor: the label the trigger turns inputs into.")] = 0,
     audit_canaries: Annotated[int, typer.Option(
         metavar="N", help="Insert N canaries for `privml audit privacy` (each in the "
         "training data with probability 1/2, secretly). 0: none.")] = 0,
@@ -168,7 +191,8 @@ def sim_cmd(
     cfg = SimConfig(dataset=dataset, model=model, clients=clients, per_round=per_round,
                     rounds=rounds, alpha=_alpha(alpha), strategy=strategy, seed=seed,
                     epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                    momentum=momentum, mu=mu, server_lr=server_lr, dropout=dropout,
+                    momentum=momentum, mu=mu, server_lr=server_lr, trim=trim,
+                    byzantine=byzantine, bound_factor=bound_factor, dropout=dropout,
                     min_updates=min_updates, data_path=data_path, label=label,
                     secagg=secagg, secagg_clip=secagg_clip, secagg_bits=secagg_bits,
                     target_epsilon=target_epsilon, delta=delta,
@@ -176,7 +200,9 @@ def sim_cmd(
                     clip_quantile=clip_quantile,
                     dp_sampling=dp_sampling, accountant=accountant, backend=backend,
                     workers=workers, ray_address=ray_address, vectorize=vectorize,
-                    on_worker_failure=on_worker_failure)
+                    on_worker_failure=on_worker_failure, attack=attack,
+                    attackers=attackers, attack_scale=attack_scale,
+                    backdoor_target=backdoor_target)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}")
     ds, canaries = None, None

@@ -204,8 +204,9 @@ class FixedPoint:
         """The modular sum of encodings (:attr:`dtype`, length d + 1) -> (the float64
         example-weighted mean of length d, the total weight W), via the centred lift.
 
-        ParamsError for a wrong type, dtype or shape, for W <= 0 (an empty or corrupt sum)
-        and for W > clients * max_weight (more than any admitted sum: corrupt)."""
+        ParamsError for a wrong type, dtype or shape, for W <= 0 (an empty or corrupt sum),
+        for W > clients * max_weight (more than any admitted sum: corrupt), and for a value
+        sum no clipped inputs of weight W can reach (an input was not clipped)."""
         if not isinstance(total, np.ndarray):
             raise ParamsError(f"a sum must be a numpy array, got {type(total).__name__}")
         if total.dtype != self.dtype:
@@ -220,7 +221,18 @@ class FixedPoint:
         if weight > self.clients * self.max_weight:
             raise ParamsError(f"total weight {weight} exceeds clients x max_weight = "
                               f"{self.clients * self.max_weight}: the sum is corrupt")
-        mean = lifted[:-1].astype(np.float64)
+        # The check of the unmasked aggregate: honest encodings are clipped, so every
+        # |S_j| <= c s W + n/2 (+ the DP layer's noise). A larger one means some input was
+        # not clipped (a malicious or broken client): the sum is refused, not applied.
+        limit = self.clip * self.scale * weight + self.clients / 2 + self.noise_bound
+        limit = limit * (1 + _SLACK) + 1  # encode's float64 rounding (module docstring)
+        values = lifted[:-1]
+        if values.size and float(np.abs(values).max()) > limit:
+            raise ParamsError(
+                "the unmasked sum lies outside what clipped inputs can add up to (|mean| > "
+                f"clip {self.clip:g}): some client's input was not clipped; the sum is "
+                "refused")
+        mean = values.astype(np.float64)
         mean /= self.scale * weight
         return mean, weight
 

@@ -40,6 +40,9 @@ class SimConfig:
     momentum: float = 0.9
     mu: float = 0.01  # FedProx proximal weight
     server_lr: float = 0.1  # FedAdam / FedYogi server step
+    trim: float = 0.2  # trimmed_mean: the fraction dropped at each end of every coordinate
+    byzantine: float = 0.2  # krum / multikrum: the fraction of updates assumed malicious
+    bound_factor: float = 1.0  # normbound: the bound, as a multiple of the median norm
     dropout: float = 0.0  # probability that a sampled client never answers (a straggler)
     min_updates: int = 1
     round_timeout: float = 60.0  # virtual seconds; only stragglers make it matter
@@ -64,6 +67,11 @@ class SimConfig:
     ray_address: str | None = None  # join this Ray cluster instead of starting one
     vectorize: str = "auto"  # pools: train many clients at once (torch.func.vmap): auto/on/off
     on_worker_failure: str = "retry"  # a worker died mid-round: "retry" its clients, "drop"
+    # Poisoning (sim/attacks.py): a fraction of the clients attack the run.
+    attack: str = "none"  # sign_flip, scale, label_flip or backdoor
+    attackers: float = 0.2  # the fraction of clients that attack (when attack != "none")
+    attack_scale: float | None = None  # sign_flip: -4x, scale: 10x; backdoor: boost (1)
+    backdoor_target: int = 0  # the label the backdoor's trigger turns inputs into
 
     def __post_init__(self) -> None:
         _positive_int("clients", self.clients)
@@ -80,6 +88,10 @@ class SimConfig:
                 f"min_updates ({self.min_updates}) exceeds clients per round ({self.per_round})")
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        from privml.strategies import make_strategy
+
+        make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr, trim=self.trim,
+                      byzantine=self.byzantine, bound_factor=self.bound_factor)
         if self.strategy in _ROBUST and (self.secagg or self.dp):
             what = "secure aggregation reveals only the sum of the updates" if self.secagg \
                 else "client-level DP here noises the sum of the clipped updates"
@@ -92,6 +104,9 @@ class SimConfig:
         from privml.sim._parallel import check_backend
 
         check_backend(self.backend, self.on_worker_failure, self.vectorize)
+        from privml.sim.attacks import check_attack
+
+        check_attack(self.attack, self.attackers, self.attack_scale, self.backdoor_target)
         if self.workers is not None:
             _positive_int("workers", self.workers)
         if self.ray_address is not None and self.backend != "ray":

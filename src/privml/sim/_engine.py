@@ -19,7 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from privml import params as pm
-from privml._exceptions import BudgetExceededError, ConfigError, RoundAbortedError
+from privml._exceptions import (
+    BudgetExceededError,
+    ConfigError,
+    ParamsError,
+    RoundAbortedError,
+)
 from privml.data import ClientData, Dataset, load_dataset, partition
 from privml.models import build_torch, zoo
 from privml.params import Params
@@ -41,6 +46,7 @@ from privml.sim._config import RoundRecord, SimConfig, SimResult
 from privml.sim._parallel import Parallel, RoundOutput, WorkerError, csr
 from privml.sim._vmap import vectorizable
 from privml.sim._worker import WorkerSetup
+from privml.sim.attacks import Attack, backdoor_success
 from privml.strategies import ClientUpdate, ServerState, make_strategy, needs_updates
 from privml.train import TrainConfig, TrainFn, evaluate, get_params, set_params, train_local
 
@@ -63,7 +69,9 @@ class _Federation:
         self.dataset = dataset
         self.model = model
         self.train_fn = train_fn
-        self.strategy = make_strategy(cfg.strategy, mu=cfg.mu, server_lr=cfg.server_lr)
+        self.strategy = make_strategy(cfg.strategy, mu=cfg.mu, server_lr=cfg.server_lr,
+                                      trim=cfg.trim, byzantine=cfg.byzantine,
+                                      bound_factor=cfg.bound_factor)
         self.train_cfg = TrainConfig(
             epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
             momentum=cfg.momentum, prox_mu=self.strategy.client_options().get("prox_mu", 0.0))
@@ -74,6 +82,13 @@ class _Federation:
         # The partition as one index array and offsets: per client, two integers.
         self.order, self.offsets = csr(part)
         del part
+        self.attack = Attack.draw(cfg.attack, fraction=cfg.attackers, num_clients=cfg.clients,
+                                  seed=cfg.seed, scale=cfg.attack_scale,
+                                  target=cfg.backdoor_target)
+        self.dataset = self.attack.poison(dataset, self.order, self.offsets, cfg.seed)
+        # Every client's own update is needed: SecAgg encodes each, robust strategies
+        # compare them, update attacks rewrite the attackers'. Else the pool sends one sum.
+        self.each = cfg.secagg or needs_updates(self.strategy) or self.attack.alters_updates
         self._width = width  # ids are formatted when needed: no per-client list here
         self.pool: Parallel | None = None  # worker processes or Ray actors; None: inline
         self.pooled: RoundOutput | None = None  # this round's reduced sum, from the pool
@@ -125,8 +140,10 @@ class _Federation:
                                self.global_params)
         # The update is checked like one off the wire: names, shapes, finite values.
         local = pm.validate(get_params(self.model), pm.spec_of(self.global_params))
-        self.updates[cid] = ClientUpdate(pm.subtract(local, self.global_params),
-                                         result.num_examples)
+        delta = pm.subtract(local, self.global_params)
+        if (factor := self.attack.factor(k)) != 1.0:
+            delta = pm.scale(delta, factor)
+        self.updates[cid] = ClientUpdate(delta, result.num_examples)
         self.losses.append(result.loss)
         return self.machine.handle(UpdateReceived(cid, task.round, result.num_examples),
                                    self.clock)
@@ -138,11 +155,10 @@ class _Federation:
         round_ = tasks[0].round
         jobs = [(k, _client_seed(self.cfg.seed, round_, k))
                 for k in (self.index(t.client_id) for t in tasks)]
-        if self.dp is not None:
-            mode, bound = ("each", None) if self.cfg.secagg else ("clip", self.dp.bound)
-        else:  # SecAgg encodes, robust strategies compare, each update: else one sum
-            each = self.cfg.secagg or needs_updates(self.strategy)
-            mode, bound = ("each" if each else "sum"), None
+        if self.dp is not None and not self.each:
+            mode, bound = "clip", self.dp.bound
+        else:
+            mode, bound = ("each" if self.each else "sum"), None
         out = self.pool.round(jobs, mode=mode, bound=bound,
                               flat=pm.flatten(self.global_params))
         self.faults = [a + b for a, b in zip(self.faults, (out.restarts, out.retried,
@@ -153,7 +169,8 @@ class _Federation:
             spec = pm.spec_of(self.global_params)
             for k, (index, n) in enumerate(zip(out.clients, out.num_examples, strict=True)):
                 assert out.total is not None
-                self.updates[self.cid(index)] = ClientUpdate(pm.unflatten(out.total[k], spec), n)
+                flat = out.total[k] * np.float32(self.attack.factor(index))
+                self.updates[self.cid(index)] = ClientUpdate(pm.unflatten(flat, spec), n)
         else:
             self.pooled = out
         return [a for index, n in zip(out.clients, out.num_examples, strict=True)
@@ -171,7 +188,7 @@ class _Federation:
         spec = pm.spec_of(self.global_params)
         if self.dp is not None:
             self.dp.admit(len(action.client_ids))  # BudgetExceededError: nothing applied
-            if self.pool is not None and not self.cfg.secagg:
+            if self.pool is not None and not self.each:
                 out = self._pooled_total(action)
                 assert out.total is not None
                 noisy = self.dp.noisy_mean_of_clipped(out.total, out.fits)
@@ -191,7 +208,7 @@ class _Federation:
                 self.global_params, self.state = self.strategy.apply(self.global_params, mean,
                                                                      self.state)
             return
-        if self.pool is not None and not needs_updates(self.strategy):
+        if self.pool is not None and not self.each:
             out = self._pooled_total(action)
             assert out.total is not None
             mean = pm.unflatten((out.total / out.weight).astype(np.float32), spec)
@@ -213,7 +230,10 @@ class _Federation:
                                bits=fp.bits)
         except RoundAbortedError:
             return None
-        mean, _ = fp.decode(result.total)
+        try:
+            mean, _ = fp.decode(result.total)
+        except ParamsError:  # the check of the unmasked aggregate refused it
+            return None
         return pm.unflatten(mean.astype(np.float32), pm.spec_of(self.global_params))
 
     def close(self, action: CloseRound) -> RoundRecord:
@@ -332,7 +352,7 @@ def _run(config: SimConfig, *, dataset: Dataset | None, model_fn: ModelFn | None
                             model_fn=model_fn, train_fn=train_fn, vectorize=config.vectorize)
         fed.pool = Parallel(backend=config.backend, workers=config.workers,
                             ray_address=config.ray_address, policy=config.on_worker_failure,
-                            setup=setup, dataset=ds, order=fed.order,
+                            setup=setup, dataset=fed.dataset, order=fed.order,
                             offsets=fed.offsets)
     try:
         _drive(fed, config, on_round=on_round, progress=progress, console=console)
@@ -346,9 +366,22 @@ def _run(config: SimConfig, *, dataset: Dataset | None, model_fn: ModelFn | None
                      worker_restarts=fed.pool.restarts)
     if fed.dp is not None:
         extra.update(fed.dp.summary(), budget_refused=fed.refused)
+    if fed.attack.active:
+        extra["attack"] = _attack_summary(fed)
     return SimResult(config=config, history=fed.history, params=fed.global_params,
                      seconds_total=time.perf_counter() - t0, model_spec_json=spec_json,
                      extra=extra)
+
+
+def _attack_summary(fed: _Federation) -> dict[str, object]:
+    attack, cfg = fed.attack, fed.cfg
+    summary: dict[str, object] = {"kind": attack.kind, "fraction": cfg.attackers,
+                                  "attackers": len(attack.clients), "scale": attack.scale}
+    if attack.kind == "backdoor":
+        set_params(fed.model, fed.global_params)
+        summary.update(target=attack.target, backdoor_success=backdoor_success(
+            fed.model, fed.dataset, attack.target))
+    return summary
 
 
 def _drive(fed: _Federation, config: SimConfig, *, on_round: RoundCallback | None,

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from privml._exceptions import ProtocolError, RoundAbortedError
+from privml._exceptions import ParamsError, ProtocolError, RoundAbortedError
 from privml.dp import ClientLevelDP
 from privml.secagg import (
     AdvertiseKeys,
@@ -168,7 +168,11 @@ class SecureRound:
         self.deadline = now + self.stage_timeout
         if self.server.stage is ServerStage.DONE:
             assert self.server.total is not None
-            mean, weight = self.encoding.decode(self.server.total)
+            try:
+                mean, weight = self.encoding.decode(self.server.total)
+            except ParamsError as exc:  # an input was not clipped: nothing is applied
+                self.outcome = _Outcome((), None, 0, f"aggregate refused: {exc}")
+                return
             survivors = tuple(sorted(self.server.survivors[ServerStage.MASKED_INPUT]))
             self.outcome = _Outcome(survivors, mean, weight, reason)
 
