@@ -10,7 +10,7 @@ FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # Run as root in CI; elsewhere use sudo when it is there.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup sysdeps demo test lint typecheck unit bench clean
+.PHONY: all setup sysdeps demo test lint typecheck unit bench soak clean
 
 all: test
 
@@ -60,6 +60,14 @@ test: lint typecheck unit
 
 bench: setup
 	$(PY) bench/sim_vs_flower.py
+
+# The fault soak (issue 12), outside `make test`: 100 clients in 8 processes against a
+# coordinator that is SIGKILLed and resumed, for PRIVML_SOAK_SECONDS (default 600); its
+# figures go to bench/results/soak.json.
+PRIVML_SOAK_SECONDS ?= 600
+soak: setup
+	PRIVML_SOAK_SECONDS=$(PRIVML_SOAK_SECONDS) $(PY) -m pytest tests/soak -m soak \
+	  -p no:cacheprovider -s -q
 
 clean:
 	rm -rf $(VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -122,3 +122,27 @@ def test_robust_strategies_train_in_the_simulator(strategy: str) -> None:
                             dataset=digits)
     assert inline.final_accuracy > 0.5  # (chance: 0.1; robust rules learn slower non-IID)
     np.testing.assert_allclose(pm.flatten(pooled.params), pm.flatten(inline.params), atol=1e-5)
+
+
+def test_the_coordinator_aggregates_with_a_robust_rule_and_its_settings() -> None:
+    """On the coordinator too: a trimmed mean (trim 1/3 of 3 updates: one cut at each end)
+    ignores an attacker's 1000x update; the settings reach the strategy and are checked."""
+    from privml.transport._coordinator import Coordinator, UpdateMeta
+
+    cfg = RunConfig(rounds=1, clients_per_round=3, round_timeout=10.0,
+                    strategy="trimmed_mean", trim=0.34)
+    c = Coordinator(cfg, run_id="run-1", model_spec_json="{}",
+                    initial={"w": np.zeros(4, np.float32)})
+    for name in ("alice", "bob", "mallory"):
+        c.enrol(name, 0.0)
+    for name in ("alice", "bob", "mallory"):
+        assert c.task(name, 0.0)["action"] == "train"
+    for k, (name, value) in enumerate((("alice", 1.0), ("bob", 2.0), ("mallory", 1000.0))):
+        c.submit(name, UpdateMeta(run="run-1", round=1, update_id=f"update-000{k}",
+                                  num_examples=10),
+                 pm.encode({"w": np.full(4, value, np.float32)}), 1.0)
+    np.testing.assert_allclose(c.params["w"], 2.0)  # the median of 3, here: 1000 ignored
+    assert RunConfig(rounds=1, clients_per_round=3, strategy="multikrum",
+                     byzantine=0.1).make_strategy() == MultiKrum(byzantine=0.1)
+    with pytest.raises(ConfigError, match="trim"):
+        RunConfig(rounds=1, clients_per_round=3, strategy="trimmed_mean", trim=0.6)

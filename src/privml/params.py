@@ -122,7 +122,8 @@ def _header(data: bytes) -> dict[str, object]:
         raise ParamsError("parameter bytes truncated or garbage: header length out of range")
     try:
         header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # (RecursionError: JSON nested deeper than the parser recurses, e.g. "[[[[...")
         raise ParamsError("parameter bytes are not safetensors: header is not JSON") from exc
     if not isinstance(header, dict):
         raise ParamsError("parameter bytes are not safetensors: header is not an object")
@@ -156,7 +157,7 @@ def decode(data: bytes, spec: Mapping[str, Sequence[int]] | None = None) -> Para
         raise ParamsError(f"parameter bytes truncated or corrupt: {exc}") from exc
     try:
         order = json.loads(str(meta.get("order", "[]")))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ParamsError("parameter bytes: order metadata is not JSON") from exc
     if not isinstance(order, list) or sorted(order) != sorted(raw):
         raise ParamsError("parameter bytes: order metadata does not match the tensors")

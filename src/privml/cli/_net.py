@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +42,9 @@ def client_cmd(
     sealed: Annotated[bool, typer.Option(
         help="Keep the partition and the model sealed at rest (--no-sealed: memory only).")]
     = True,
+    retry_for: Annotated[float, typer.Option(
+        help="Keep retrying an unreachable coordinator (or its 5xx) for this many seconds "
+        "of backoff before giving up: a restart takes seconds.")] = 120.0,
 ) -> None:
     """Enrol, then train locally whenever the coordinator asks, until the run ends."""
     import numpy as np
@@ -55,6 +59,8 @@ def client_cmd(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
+    if not math.isfinite(retry_for) or retry_for < 0:
+        raise ConfigError(f"retry_for must be a number of seconds >= 0, got {retry_for}")
     torch.set_num_threads(threads)
     ds = load_dataset(dataset, seed=seed, path=data_path)
     if partition is None:
@@ -79,7 +85,7 @@ def client_cmd(
         data, evaluation = _seal_partition(local, data, evaluation)
     try:
         with FederatedClient(server, ca=ca, cert=cert, key=key, data=data,
-                             eval_data=evaluation) as client:
+                             eval_data=evaluation, retry_for=retry_for) as client:
             client.model_store = local
             report = client.run()
     finally:

@@ -350,6 +350,12 @@ def server_cmd(
     clients_per_round: Annotated[int | None, typer.Option(
         help="Clients sampled per round.", show_default=False)] = None,
     min_updates: Annotated[int, typer.Option(help="Updates a round needs to count.")] = 1,
+    trim: Annotated[float, typer.Option(
+        help="trimmed_mean: the fraction dropped at each end of every coordinate.")] = 0.2,
+    byzantine: Annotated[float, typer.Option(
+        help="krum/multikrum: the fraction of a round's updates assumed malicious.")] = 0.2,
+    bound_factor: Annotated[float, typer.Option(
+        help="normbound: updates clipped to this times the round's median norm.")] = 1.0,
     round_timeout: Annotated[float, typer.Option(help="Seconds a round waits.")] = 60.0,
     min_clients: Annotated[int, typer.Option(
         help="Enrolled clients a round waits for before it starts.")] = 1,
@@ -442,6 +448,7 @@ def server_cmd(
         store = CoordinatorStore(federation / "server.db")
         defaults = {"min_updates": min_updates, "round_timeout": round_timeout,
                     "strategy": strategy, "epochs": epochs, "min_clients": min_clients,
+                    "trim": trim, "byzantine": byzantine, "bound_factor": bound_factor,
                     "eval_every": eval_every, "secagg": secagg, "secagg_clip": secagg_clip,
                     "secagg_bits": secagg_bits, "target_epsilon": target_epsilon,
                     "delta": delta, "noise_multiplier": noise_multiplier,

@@ -56,7 +56,7 @@ from privml.protocol import (
     Tick,
     UpdateReceived,
 )
-from privml.strategies import ClientUpdate, ServerState, make_strategy
+from privml.strategies import ClientUpdate, ServerState
 from privml.transport._privacy import RunPrivacy
 from privml.transport._restore import (
     Accepted,
@@ -101,7 +101,7 @@ class Coordinator:
         self.run_id = run_id
         self.model_spec_json = model_spec_json
         self.spec = pm.spec_of(initial)
-        self.strategy = make_strategy(config.strategy, mu=config.mu, server_lr=config.server_lr)
+        self.strategy = config.make_strategy()
         self.state = ServerState()
         self.machine = RoundMachine(
             config.round_config(),

@@ -18,7 +18,7 @@ from privml._exceptions import ConfigError, ProtocolError
 from privml.dp import ExampleLevelDP, check_dp_settings
 from privml.protocol import RoundConfig
 from privml.secagg import FixedPoint, SecAggConfig
-from privml.strategies import make_strategy, needs_updates
+from privml.strategies import Strategy, make_strategy, needs_updates
 
 __all__ = ["EvaluationReport", "RunConfig", "UpdateMeta"]
 
@@ -37,6 +37,9 @@ class RunConfig:
     strategy: str = "fedavg"
     mu: float = 0.01
     server_lr: float = 0.1
+    trim: float = 0.2  # trimmed_mean: the fraction dropped at each end of every coordinate
+    byzantine: float = 0.2  # krum / multikrum: the fraction of updates assumed malicious
+    bound_factor: float = 1.0  # normbound: the bound, as a multiple of the median norm
     epochs: int = 5
     batch_size: int = 16
     lr: float = 0.05
@@ -75,7 +78,7 @@ class RunConfig:
             raise ConfigError(f"norm_bound must be > 0, got {self.norm_bound}")
         if self.max_update_bytes < 1024:
             raise ConfigError("max_update_bytes must be at least 1024")
-        strategy = make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr)
+        strategy = self.make_strategy()
         if needs_updates(strategy) and (self.secagg or (self.dp and self.dp_unit == "client")):
             what = ("secure aggregation reveals only the sum of the updates" if self.secagg
                     else "client-level DP noises the sum of the clipped updates")
@@ -167,6 +170,12 @@ class RunConfig:
                            eval_every=self.eval_every, eval_clients=self.eval_clients,
                            eval_timeout=(self.round_timeout if self.eval_timeout is None
                                          else self.eval_timeout))
+
+    def make_strategy(self) -> Strategy:
+        """The run's aggregation rule, with its settings."""
+        return make_strategy(self.strategy, mu=self.mu, server_lr=self.server_lr,
+                             trim=self.trim, byzantine=self.byzantine,
+                             bound_factor=self.bound_factor)
 
     def train_options(self) -> dict[str, Any]:
         prox = make_strategy(self.strategy, mu=self.mu).client_options().get("prox_mu", 0.0)

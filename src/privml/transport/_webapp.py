@@ -79,6 +79,9 @@ class RunRequest(BaseModel):
     min_clients: int | None = None
     round_timeout: float | None = None
     strategy: str | None = Field(default=None, max_length=32)
+    trim: float | None = Field(default=None, ge=0, lt=0.5)
+    byzantine: float | None = Field(default=None, ge=0, lt=0.5)
+    bound_factor: float | None = Field(default=None, gt=0)
     epochs: int | None = Field(default=None, ge=1)
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     model: str | None = Field(default=None, max_length=32,

@@ -53,13 +53,19 @@ class FederatedClient:
                  eval_data: Any = None,
                  train_fn: TrainFn = train_local, max_retries: int = 8,
                  backoff: float = 0.2, timeout: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep, long_poll: float = 10.0) -> None:
+                 sleep: Callable[[float], None] = time.sleep, long_poll: float = 10.0,
+                 retry_for: float = 120.0, max_backoff: float = 10.0) -> None:
         from privml.transport.tls import client_ssl_context
 
         self.data = data
         self.eval_data = eval_data  # held-out local data, for evaluation rounds
         self.train_fn = train_fn
+        # A request is retried at least max_retries times and for at least retry_for seconds
+        # of backoff (a coordinator restarting takes seconds: the fault soak saw 4-8 s
+        # outages outlast 8 tries of full jitter), each wait at most max_backoff.
         self.max_retries = max_retries
+        self.retry_for = retry_for
+        self.max_backoff = max_backoff
         self.backoff = backoff
         self.sleep = sleep
         self.long_poll = long_poll
@@ -86,11 +92,13 @@ class FederatedClient:
 
     # ---- HTTP with retries --------------------------------------------------------------
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        for attempt in range(self.max_retries + 1):
+        waited, attempt = 0.0, 0
+        while True:
+            last = attempt >= self.max_retries and waited >= self.retry_for
             try:
                 resp = self.http.request(method, path, **kw)
             except httpx.TransportError as exc:
-                if attempt == self.max_retries:
+                if last:
                     raise
                 log.info("%s %s: %s; retrying", method, path, type(exc).__name__)
             else:
@@ -98,12 +106,15 @@ class FederatedClient:
                     if resp.status_code >= 400:
                         raise _refusal(resp)
                     return resp
-                if attempt == self.max_retries:
+                if last:
                     raise _refusal(resp)
             self.report.retries += 1
             # Full jitter (AWS architecture blog): spreads a thundering herd of retries.
-            self.sleep(self._rng.uniform(0, self.backoff * 2**attempt))
-        raise AssertionError("unreachable")
+            pause = self._rng.uniform(0, min(self.max_backoff, self.backoff * 2**min(attempt,
+                                                                                     30)))
+            self.sleep(pause)
+            waited += pause
+            attempt += 1
 
     # ---- the loop -----------------------------------------------------------------------
     def _fetch_model(self) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from privml._exceptions import ConfigError, DataError, PeerError, ProtocolError, RequestError
 from privml.transport._coordinator import Coordinator, EvaluationReport, UpdateMeta
@@ -219,11 +220,18 @@ async def read_body(request: Request, limit: int) -> bytes:
                            code="too_large", status=413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(f"body exceeds the limit {limit}", code="too_large", status=413)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(f"body exceeds the limit {limit}", code="too_large",
+                                   status=413)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client went away mid-body: nothing arrived to count, and nobody is left to
+        # answer (the refusal is for the security log; uvicorn drops the response).
+        raise RequestError("the client disconnected before its body was complete",
+                           code="client_disconnected", status=400) from None
     return b"".join(chunks)
 
 
@@ -240,7 +248,7 @@ def update_meta(request: Request) -> UpdateMeta:
                           metrics={str(k): float(v) for k, v in metrics.items()})
     except KeyError as exc:
         raise RequestError(f"missing header {exc.args[0]}", code="bad_metadata") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (deeply nested JSON: RecursionError)
         raise RequestError(f"bad update metadata: {exc}", code="bad_metadata") from None
 
 
