@@ -68,6 +68,7 @@ PRIVML_SOAK_SECONDS ?= 600
 soak: setup
 	PRIVML_SOAK_SECONDS=$(PRIVML_SOAK_SECONDS) $(PY) -m pytest tests/soak -m soak \
 	  -p no:cacheprovider -s -q
+	$(PY) bench/soak_report.py > /dev/null
 
 clean:
 	rm -rf $(VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache .hypothesis
