@@ -147,3 +147,12 @@ def test_adaptive_clipping_noise_is_z_delta_times_the_bound() -> None:
 def test_adaptive_clipping_needs_enough_bit_noise() -> None:
     with pytest.raises(ConfigError, match="bit_noise_std"):
         run_simulation(SimConfig(**BASE, noise_multiplier=1.0, clip_quantile=0.5))
+
+
+@pytest.mark.parametrize("secagg", [False, True])
+def test_client_level_dp_needs_epsilon_or_noise(secagg: bool) -> None:
+    # An explicit check, not an assert: it holds under `python -O` too (make security).
+    from privml.dp import ClientLevelDP
+
+    with pytest.raises(ConfigError, match="target_epsilon or noise_multiplier"):
+        ClientLevelDP(SimConfig(**BASE, secagg=secagg), 100)

@@ -16,6 +16,7 @@ from privml._exceptions import (
     RoundAbortedError,
     SecAggError,
     UnknownClientError,
+    UnreachableError,
 )
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "RoundAbortedError",
     "SecAggError",
     "UnknownClientError",
+    "UnreachableError",
     "__version__",
     "load",
     "save",

@@ -25,6 +25,8 @@ server can answer the first with a 4xx and treat the second as its own bug or co
                            survivors or shares); nothing about any input is revealed
     BudgetExceededError    applying a DP event would take epsilon past its target; the
                            accountant is unchanged (checked before the round runs)
+    UnreachableError       the coordinator could not be reached within a client's retry
+                           budget (connection refused, reset, timed out)
 
 Every :class:`PeerError` carries a short machine-readable ``code`` and the HTTP status a
 server answers it with, so the wire error body is ``{"error": code, "detail": str(exc)}``.
@@ -50,6 +52,7 @@ __all__ = [
     "RoundAbortedError",
     "SecAggError",
     "UnknownClientError",
+    "UnreachableError",
 ]
 
 
@@ -160,3 +163,8 @@ class BudgetExceededError(PrivmlError):
         self.epsilon = epsilon
         self.target = target
         self.delta = delta
+
+
+class UnreachableError(PrivmlError):
+    """The coordinator could not be reached (connection refused or reset, TLS handshake
+    cut, timeout) for the whole of a client's retry budget."""

@@ -159,7 +159,9 @@ def decode(data: bytes, spec: Mapping[str, Sequence[int]] | None = None) -> Para
         order = json.loads(str(meta.get("order", "[]")))
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ParamsError("parameter bytes: order metadata is not JSON") from exc
-    if not isinstance(order, list) or sorted(order) != sorted(raw):
+    # (names checked as strings first: sorting a list of mixed types raises TypeError)
+    if (not isinstance(order, list) or not all(isinstance(n, str) for n in order)
+            or sorted(order) != sorted(raw)):
         raise ParamsError("parameter bytes: order metadata does not match the tensors")
     params = {str(name): raw[name] for name in order}
     return validate(params, spec)

@@ -54,10 +54,11 @@ class CanarySet:
     @classmethod
     def from_dict(cls, d: object) -> CanarySet:
         try:
-            assert isinstance(d, dict)
+            if not isinstance(d, dict):
+                raise TypeError(f"a {type(d).__name__}, not a mapping")
             m, seed = int(d["m"]), int(d["seed"])
             bits = np.unpackbits(np.frombuffer(bytes.fromhex(d["included"]), np.uint8))[:m]
-        except (AssertionError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"the run's canary record is malformed: {exc}") from None
         if bits.size != m:
             raise ConfigError("the run's canary record is malformed: too few bits")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
+import subprocess  # nosec B404  # argv lists only, never a shell
 import sys
 import tempfile
 import threading
@@ -285,7 +285,7 @@ def _site_dirs(python: Path, timeout: float) -> tuple[Path, list[str]]:
                        if p.is_file()), python / "bin" / "python")
     _need(python.is_file(), f"python interpreter {python}", "not found")
     try:
-        proc = subprocess.run([str(python), "-E", "-c", _SITE_DIRS], capture_output=True,
+        proc = subprocess.run([str(python), "-E", "-c", _SITE_DIRS], capture_output=True,  # noqa: S603  # nosec B603  # argv list, no shell; the interpreter is the one the user asked to audit
                               text=True, timeout=min(timeout, 60), check=True)
         dirs = {os.path.realpath(d): d for d in json.loads(proc.stdout) if os.path.isdir(d)}
     except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
@@ -304,7 +304,7 @@ def _run_pip_audit(args: list[str], timeout: float) -> dict[str, Any] | str:
                "--skip-editable",  # a local checkout is no release: report it unchecked
                "--timeout", str(max(1, min(int(timeout), 30))), *args]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,  # noqa: S603  # nosec B603  # argv list, no shell: this Python's pip_audit
                                   env=env, check=False)
         except subprocess.TimeoutExpired:
             return f"pip-audit did not finish within {timeout:g} s"

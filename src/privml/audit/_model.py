@@ -93,7 +93,7 @@ _FIX_UNREAD = "Treat the file as untrusted and do not load it; re-export it from
 def _picklescan(stream: IO[bytes], *, legacy_torch: bool = False,
                 ) -> tuple[list[tuple[str, bool]], list[str]]:
     """The globals picklescan finds in ``stream`` (name, critical?) and why it stopped early."""
-    from picklescan import scanner  # type: ignore[import-untyped]
+    from picklescan import scanner  # type: ignore[import-untyped]  # nosec B403  # reads opcodes, never unpickles
 
     token, notes = f"<privml-scan-{next(_SCANS)}>", list[str]()
 
@@ -180,7 +180,7 @@ class _Target:
 
     def zip(self, stream: IO[bytes]) -> None:
         # picklescan's zip reader skips CRC and name checks, as torch's own reader does
-        from picklescan.relaxed_zipfile import RelaxedZipFile  # type: ignore[import-untyped]
+        from picklescan.relaxed_zipfile import RelaxedZipFile  # type: ignore[import-untyped]  # nosec B403  # a zip reader; nothing is unpickled
 
         try:
             with RelaxedZipFile(stream) as archive:  # every entry, duplicate names included

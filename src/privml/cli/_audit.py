@@ -52,7 +52,7 @@ def _finish(report: object, json_path: Path | None, sarif: Path | None, html: Pa
     from privml.audit import AuditReport, Severity
     from privml.audit._output import print_report, to_html, to_json, to_sarif
 
-    assert isinstance(report, AuditReport)
+    assert isinstance(report, AuditReport)  # nosec B101  # narrowing: typed object only to keep imports lazy
     threshold = Severity.parse(fail_on)
     print_report(report, out)
     for path, render in ((json_path, to_json), (sarif, to_sarif), (html, to_html)):

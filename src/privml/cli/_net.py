@@ -44,7 +44,8 @@ def client_cmd(
     = True,
     retry_for: Annotated[float, typer.Option(
         help="Keep retrying an unreachable coordinator (or its 5xx) for this many seconds "
-        "of backoff before giving up: a restart takes seconds.")] = 120.0,
+        "of backoff before giving up: a restart takes seconds. 0: give up at once.")]
+    = 120.0,
 ) -> None:
     """Enrol, then train locally whenever the coordinator asks, until the run ends."""
     import numpy as np
@@ -85,7 +86,8 @@ def client_cmd(
         data, evaluation = _seal_partition(local, data, evaluation)
     try:
         with FederatedClient(server, ca=ca, cert=cert, key=key, data=data,
-                             eval_data=evaluation, retry_for=retry_for) as client:
+                             eval_data=evaluation, retry_for=retry_for,
+                             max_retries=8 if retry_for else 0) as client:
             client.model_store = local
             report = client.run()
     finally:

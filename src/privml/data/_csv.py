@@ -30,6 +30,7 @@ __all__ = ["load_csv", "read_feature_csv"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _MIN_ROWS = 2
+_MAX_CLASS = 2**31 - 1
 
 
 def _feature(text: str, where: str, line: int, column: str) -> float:
@@ -188,5 +189,8 @@ def read_feature_csv(path: str | Path, *, label: str | None = None,
             if values[-1] < 0:
                 raise DataError(f"CSV file {where}: line {line}, column {label!r}: "
                                 f"class index {values[-1]} is negative")
+            if values[-1] > _MAX_CLASS:  # (would overflow the int64 array of labels)
+                raise DataError(f"CSV file {where}: line {line}, column {label!r}: "
+                                f"class index {text[:40]!r} is too large")
         y = np.array(values, dtype=np.int64)
     return table.names, _features(table), y

@@ -146,8 +146,9 @@ class ClientLevelDP:
             self.z = self.ddg.gamma * self.ddg.sigma * math.sqrt(n) / cfg.clip_norm
         elif cfg.noise_multiplier is not None:
             self.z = cfg.noise_multiplier
+        elif cfg.target_epsilon is None:
+            raise ConfigError("client-level DP needs target_epsilon or noise_multiplier")
         else:
-            assert cfg.target_epsilon is not None
             self.z = noise_for(target_epsilon=cfg.target_epsilon, delta=cfg.delta, q=self.q,
                                steps=cfg.rounds, accountant=self.accountant.kind,
                                sampling="fixed_size" if cfg.dp_sampling == "fixed"
@@ -183,7 +184,8 @@ class ClientLevelDP:
         cfg, n = self.cfg, self.noisers or max(1, round(self._expected))
         if cfg.noise_multiplier is not None:
             return self._ddg(max(0.5, cfg.noise_multiplier * _GRID / math.sqrt(n)))
-        assert cfg.target_epsilon is not None
+        if cfg.target_epsilon is None:
+            raise ConfigError("client-level DP needs target_epsilon or noise_multiplier")
         lo, hi = 0.5, 0.5
         while self._ddg(hi).epsilon(delta=cfg.delta, survivors=n, rounds=cfg.rounds) \
                 > cfg.target_epsilon:
@@ -263,7 +265,8 @@ class ClientLevelDP:
 
     def mean_of_sum(self, total: np.ndarray) -> np.ndarray:
         """A securely aggregated sum of DDG encodings -> the noisy mean update."""
-        assert self.ddg is not None
+        if self.ddg is None:
+            raise ConfigError("mean_of_sum needs distributed DP (secagg=True)")
         return self.ddg.decode(total) / self._expected
 
     def summary(self) -> dict[str, Any]:

@@ -121,7 +121,7 @@ class RoundConfig:
             return self.clients_per_round
         if self.poisson_rate is not None:
             return math.ceil(self.poisson_rate * available)
-        assert self.fraction is not None
+        assert self.fraction is not None  # nosec B101  # narrowing: __post_init__ requires exactly one of the three
         return max(self.min_clients, math.ceil(self.fraction * available))
 
 

@@ -132,7 +132,7 @@ class SecAggClient:
 
     def share_keys(self, directory: KeyDirectory) -> ShareKeys:
         if (done := self._check(directory, ClientStage.SHARE_KEYS)) is not None:
-            assert isinstance(done, ShareKeys)
+            assert isinstance(done, ShareKeys)  # nosec B101  # narrowing: _sent[stage] holds this stage's answer
             return done
         keys = self._check_directory(directory)
         params = directory.params
@@ -182,9 +182,9 @@ class SecAggClient:
     def masked_input(self, inbox: ShareInbox, encoded: np.ndarray) -> MaskedInput:
         """``encoded``: this client's update encoded in Z_{2^bits} (see FixedPoint)."""
         if (done := self._check(inbox, ClientStage.MASKED_INPUT)) is not None:
-            assert isinstance(done, MaskedInput)
+            assert isinstance(done, MaskedInput)  # nosec B101  # narrowing: _sent[stage] holds this stage's answer
             return done
-        assert self._directory is not None
+        assert self._directory is not None  # nosec B101  # narrowing: _check enforced the stage order; share_keys set it
         params = self._directory.params
         dtype = np.uint32 if params.bits == 32 else np.uint64
         if (not isinstance(encoded, np.ndarray) or encoded.dtype != dtype
@@ -221,9 +221,9 @@ class SecAggClient:
 
     def unmask(self, request: UnmaskRequest) -> UnmaskShares:
         if (done := self._check(request, ClientStage.UNMASK)) is not None:
-            assert isinstance(done, UnmaskShares)
+            assert isinstance(done, UnmaskShares)  # nosec B101  # narrowing: _sent[stage] holds this stage's answer
             return done
-        assert self._directory is not None
+        assert self._directory is not None  # nosec B101  # narrowing: _check enforced the stage order; share_keys set it
         survivors = set(request.survivors)
         if self.client_id not in survivors:
             raise _refuse("this client is not among the survivors", "not_participant")

@@ -201,7 +201,7 @@ class SecAggServer:
         return out
 
     def _need(self, n: int, stage: ServerStage) -> None:
-        assert self.params is not None
+        assert self.params is not None  # nosec B101  # narrowing: set when ADVERTISE closed; stages run in order
         if n < self.params.min_survivors:
             raise RoundAbortedError(f"{n} clients answered the {stage.value} stage, fewer "
                                     f"than min_survivors = {self.params.min_survivors}")
@@ -229,7 +229,7 @@ class SecAggServer:
 
     def _check_recoverable(self, u3: frozenset[str]) -> None:
         """Before asking for shares: every secret to rebuild has enough holders in U3."""
-        assert self.params is not None
+        assert self.params is not None  # nosec B101  # narrowing: set when ADVERTISE closed; stages run in order
         u2, t = self.survivors[ServerStage.SHARE_KEYS], self.params.shamir_threshold
         for cid in sorted(u2):
             holders = len(self.graph[cid] & u2 & u3)
@@ -238,7 +238,7 @@ class SecAggServer:
                                         f"fewer than shamir_threshold = {t}")
 
     def _unmasked(self) -> np.ndarray:
-        assert self.params is not None
+        assert self.params is not None  # nosec B101  # narrowing: set when ADVERTISE closed; stages run in order
         t = self.params.shamir_threshold
         order = {cid: i + 1 for i, cid in enumerate(sorted(self.survivors[ServerStage.ADVERTISE]))}
         seeds: dict[str, list[tuple[int, bytes]]] = {}

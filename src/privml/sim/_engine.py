@@ -168,7 +168,7 @@ class _Federation:
         if mode == "each":
             spec = pm.spec_of(self.global_params)
             for k, (index, n) in enumerate(zip(out.clients, out.num_examples, strict=True)):
-                assert out.total is not None
+                assert out.total is not None  # nosec B101  # narrowing: the pool sets total (_pooled_total raises if not)
                 flat = out.total[k] * np.float32(self.attack.factor(index))
                 self.updates[self.cid(index)] = ClientUpdate(pm.unflatten(flat, spec), n)
         else:
@@ -190,7 +190,7 @@ class _Federation:
             self.dp.admit(len(action.client_ids))  # BudgetExceededError: nothing applied
             if self.pool is not None and not self.each:
                 out = self._pooled_total(action)
-                assert out.total is not None
+                assert out.total is not None  # nosec B101  # narrowing: the pool sets total (_pooled_total raises if not)
                 noisy = self.dp.noisy_mean_of_clipped(out.total, out.fits)
             else:
                 flat = {c: pm.flatten(self.updates[c].delta) for c in action.client_ids}
@@ -210,7 +210,7 @@ class _Federation:
             return
         if self.pool is not None and not self.each:
             out = self._pooled_total(action)
-            assert out.total is not None
+            assert out.total is not None  # nosec B101  # narrowing: the pool sets total (_pooled_total raises if not)
             mean = pm.unflatten((out.total / out.weight).astype(np.float32), spec)
             self.global_params, self.state = self.strategy.apply(self.global_params, mean,
                                                                  self.state)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from privml._exceptions import DataError
-from privml._home import privml_home
+from privml._home import private_file, privml_home
 from privml.sim._config import SimResult
 
 __all__ = ["RunRow", "RunStore", "default_db"]
@@ -101,7 +101,7 @@ class RunStore:
         self.path = Path(path) if path is not None else default_db()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path)
+            self._db = sqlite3.connect(private_file(self.path))
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()

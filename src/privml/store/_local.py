@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from privml._exceptions import ConfigError, IntegrityError
+from privml._home import private_file
 from privml.store._keys import Kdf, key_from_env, unwrap, wrap
 from privml.store._seal import open_stream, open_views, seal_stream
 
@@ -72,8 +73,9 @@ class LocalStore:
         index = self.path / "index.sqlite"
         if not index.exists() and not create:
             raise ConfigError(f"no store at {self.path}")
-        (self.path / "objects").mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(index, timeout=60, isolation_level=None)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new store: owner only
+        (self.path / "objects").mkdir(mode=0o700, exist_ok=True)
+        self._db = sqlite3.connect(private_file(index), timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -258,7 +260,7 @@ class LocalStore:
 
     def _row(self, name: str, version: int | None) -> tuple[int, str, bytes, int]:
         self._check_name(name)
-        q = ("SELECT version, file, wrapped, size FROM records WHERE name=? AND state='complete'"
+        q = ("SELECT version, file, wrapped, size FROM records WHERE name=? AND state='complete'"  # noqa: S608  # nosec B608  # literal SQL; values are ? parameters
              + (" AND version=?" if version is not None else "")
              + " ORDER BY version DESC LIMIT 1")
         row = self._db.execute(q, (name,) if version is None else (name, version)).fetchone()
@@ -336,8 +338,8 @@ class LocalStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             files = [r[0] for r in self._db.execute(
-                f"SELECT file FROM records WHERE {where}", args).fetchall()]
-            self._db.execute(f"DELETE FROM records WHERE {where}", args)
+                f"SELECT file FROM records WHERE {where}", args).fetchall()]  # noqa: S608  # nosec B608  # where: literals and ? only
+            self._db.execute(f"DELETE FROM records WHERE {where}", args)  # noqa: S608  # nosec B608  # where: literals and ? only
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

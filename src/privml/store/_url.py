@@ -76,15 +76,22 @@ def decode_value(data: bytes) -> Any:
     kind, body = data[n + 1], data[n + 2:]
     if kind == _PARAMS:
         return pm.decode(body)
+    # The value may come off the wire (a dataset a coordinator shares). numpy's and
+    # pyarrow's readers refuse bad bytes with a zoo of types (ValueError, OSError, EOFError,
+    # tokenize.TokenError, ArrowInvalid, JSONDecodeError of pandas metadata...), so every
+    # failure of theirs is one DataError here.
     if kind == _ARRAY:
         try:
             return np.load(io.BytesIO(body), allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(f"bad array value: {exc}") from None
+        except Exception as exc:
+            raise DataError(f"bad array value: {type(exc).__name__}: {exc}"[:300]) from None
     if kind == _TABLE:
         import pandas as pd  # type: ignore[import-untyped]
 
-        return pd.read_parquet(io.BytesIO(body))
+        try:
+            return pd.read_parquet(io.BytesIO(body))
+        except Exception as exc:
+            raise DataError(f"bad table value: {type(exc).__name__}: {exc}"[:300]) from None
     raise DataError(f"unknown value kind {kind}")
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from privml._exceptions import ParamsError, ProtocolError, RoundAbortedError
+from privml._exceptions import ConfigError, ParamsError, ProtocolError, RoundAbortedError
 from privml.dp import ClientLevelDP
 from privml.secagg import (
     AdvertiseKeys,
@@ -75,7 +75,8 @@ class DDGSum:
     DP-FedAvg weighs clients equally), and the decoded sum is divided by the expected count."""
 
     def __init__(self, dp: ClientLevelDP) -> None:
-        assert dp.ddg is not None
+        if dp.ddg is None:
+            raise ConfigError("DDGSum needs client-level DP with distributed noise")
         self.dp, self.ddg, self.bits = dp, dp.ddg, dp.ddg.bits
 
     def describe(self) -> dict[str, Any]:
@@ -129,7 +130,7 @@ class SecureRound:
         if msg.round != self.round:  # (the server checks it too; this names the cause)
             raise ProtocolError(f"SecAgg message for round {msg.round}, the round is "
                                 f"{self.round}", code="wrong_round", status=409)
-        assert isinstance(msg, POST_STEPS[step])
+        assert isinstance(msg, POST_STEPS[step])  # nosec B101  # narrowing: decode(expect=) refused any other type
         self.server.receive(msg, sender=client_id)
         if not self.server.waiting:
             self._advance(now, reason="every client answered")
@@ -167,7 +168,7 @@ class SecureRound:
         self.replies[closing] = {cid: encode(m) for cid, m in out.items()}
         self.deadline = now + self.stage_timeout
         if self.server.stage is ServerStage.DONE:
-            assert self.server.total is not None
+            assert self.server.total is not None  # nosec B101  # narrowing: the server is DONE, so the sum is there
             try:
                 mean, weight = self.encoding.decode(self.server.total)
             except ParamsError as exc:  # an input was not clipped: nothing is applied

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from privml._exceptions import ConfigError, DataError
+from privml._home import private_file
 
 __all__ = ["SCHEMA_VERSION", "ClosedRound", "CoordinatorStore", "EvaluationRecord",
            "RoundRecord", "RunRecord", "StoredState", "StoredUpdate"]
@@ -200,7 +201,7 @@ class CoordinatorStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # isolation_level=None: transactions are opened explicitly in ``_tx``.
-            self._db = sqlite3.connect(self.path, isolation_level=None,
+            self._db = sqlite3.connect(private_file(self.path), isolation_level=None,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from privml._exceptions import ConfigError, DataError, RequestError
+from privml._home import private_file
 
 __all__ = ["DEFAULT_TTL", "TOKEN_PREFIX", "TokenInfo", "TokenKind", "TokenStore",
            "default_tokens_path", "kind_of"]
@@ -114,7 +115,7 @@ class TokenStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = sqlite3.connect(self.path, timeout=5.0)
+            db = sqlite3.connect(private_file(self.path), timeout=5.0)
         except sqlite3.Error as exc:
             raise DataError(f"token database {self.path} cannot be opened: {exc}") from None
         try:

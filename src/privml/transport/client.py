@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 from privml import params as pm
-from privml._exceptions import ConfigError, PeerError, PrivmlError
+from privml._exceptions import ConfigError, PeerError, PrivmlError, UnreachableError
 from privml.params import Params
 from privml.train import TrainConfig, TrainFn, get_params, set_params, train_local
 
@@ -69,7 +69,7 @@ class FederatedClient:
         self.backoff = backoff
         self.sleep = sleep
         self.long_poll = long_poll
-        self._rng = random.Random(secrets.randbits(64))  # jitter only; no secrets from it
+        self._rng = secrets.SystemRandom()  # jitter: the OS CSPRNG, as everywhere else
         self.http = httpx.Client(base_url=server.rstrip("/"), headers=PROTOCOL_HEADERS,
                                  verify=client_ssl_context(ca, cert=cert, key=key),
                                  timeout=timeout)
@@ -99,7 +99,11 @@ class FederatedClient:
                 resp = self.http.request(method, path, **kw)
             except httpx.TransportError as exc:
                 if last:
-                    raise
+                    raise UnreachableError(
+                        f"the coordinator at {self.http.base_url} could not be reached "
+                        f"({type(exc).__name__}: {exc or 'no detail'}) after {attempt + 1} "
+                        f"tries over {waited:.0f} s; is it running, and is the address "
+                        "right?") from exc
                 log.info("%s %s: %s; retrying", method, path, type(exc).__name__)
             else:
                 if resp.status_code < 500:
@@ -157,7 +161,8 @@ class FederatedClient:
                 return
         result = train_fn(self._model, self.data, cfg, seed, self._params)
         if dp is None:  # the training loss is not differentially private
-            metrics["train_loss"] = result.loss
+            if math.isfinite(result.loss):  # the coordinator refuses non-finite metrics
+                metrics["train_loss"] = result.loss
         elif getattr(result, "steps", None) != int(dp.get("steps", -1)):
             # The coordinator accounts the steps it announced: never release more.
             self.report.refused.append("dp_steps_mismatch")

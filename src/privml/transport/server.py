@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -240,15 +241,16 @@ def update_meta(request: Request) -> UpdateMeta:
     try:
         metrics = json.loads(h.get("x-privml-metrics", "{}"))
         if not isinstance(metrics, dict) or not all(
-                isinstance(v, int | float) for v in metrics.values()):
-            raise ValueError("metrics must be an object of numbers")
+                isinstance(v, int | float) and math.isfinite(v) for v in metrics.values()):
+            raise ValueError("metrics must be an object of finite numbers")
         return UpdateMeta(run=h["x-privml-run"], round=int(h["x-privml-round"]),
                           update_id=h["x-privml-update-id"],
                           num_examples=int(h["x-privml-examples"]),
                           metrics={str(k): float(v) for k, v in metrics.items()})
     except KeyError as exc:
         raise RequestError(f"missing header {exc.args[0]}", code="bad_metadata") from None
-    except (ValueError, RecursionError) as exc:  # (deeply nested JSON: RecursionError)
+    # (deeply nested JSON: RecursionError; an integer too large for a float: OverflowError)
+    except (ValueError, OverflowError, RecursionError) as exc:
         raise RequestError(f"bad update metadata: {exc}", code="bad_metadata") from None
 
 

@@ -57,11 +57,15 @@ class Hierarchy:
         kinds = sum(bool(x) for x in (self.levels, self.widths, self.cuts))
         if kinds != 1:
             raise ConfigError("a hierarchy needs exactly one of levels, rows, widths or cuts")
-        if any(not w > 0 for w in self.widths):
+        if any(not 0 < w < math.inf for w in self.widths):
             raise ConfigError(f"interval widths must be positive, got {list(self.widths)}")
+        if self.start is not None and not math.isfinite(self.start):
+            raise ConfigError(f"interval start must be a finite number, got {self.start}")
         for c in self.cuts:
-            if len(c) < 2 or any(b <= a for a, b in itertools.pairwise(c)):
-                raise ConfigError(f"interval cuts must be ascending edges, got {list(c)}")
+            # (NaN compares false both ways: without the finiteness check it passes as sorted)
+            if len(c) < 2 or not all(map(math.isfinite, c)) or any(
+                    b <= a for a, b in itertools.pairwise(c)):
+                raise ConfigError(f"interval cuts must be ascending finite edges, got {list(c)}")
 
     @property
     def is_interval(self) -> bool:
@@ -104,9 +108,9 @@ def load_hierarchies(source: str | Path | Mapping[str, Any]) -> dict[str, Hierar
     if isinstance(source, str | Path):
         try:
             raw = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read hierarchies file {source}: {exc}") from exc
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:  # (nested deeper than yaml recurses)
             raise ConfigError(f"hierarchies file {source} is not valid YAML: {exc}") from exc
     else:
         raw = source
@@ -124,7 +128,9 @@ def _parse_one(col: str, spec: Any) -> Hierarchy:
         raise ConfigError(f"hierarchy for column {col!r} must be a mapping")
     unknown = set(spec) - {"levels", "rows", "widths", "cuts", "start"}
     if unknown:
-        raise ConfigError(f"hierarchy for column {col!r}: unknown keys {sorted(unknown)}")
+        # (sorted as strings: YAML keys may mix types, and str < int raises TypeError)
+        raise ConfigError(f"hierarchy for column {col!r}: unknown keys "
+                          f"{sorted(map(str, unknown))}")
     try:
         if "levels" in spec:
             levels = tuple(
@@ -141,7 +147,7 @@ def _parse_one(col: str, spec: Any) -> Hierarchy:
             )
         if "cuts" in spec:
             return Hierarchy(cuts=tuple(tuple(float(x) for x in c) for c in spec["cuts"]))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # (float() of a huge integer)
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"hierarchy for column {col!r} is malformed: {exc}") from exc

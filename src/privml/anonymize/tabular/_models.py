@@ -99,7 +99,7 @@ class PrivacyModel:
             else:
                 ok &= _entropy(counts, size) >= math.log(self.l) - _EPS
         if self.t is not None:
-            assert sens is not None
+            assert sens is not None  # nosec B101  # narrowing: callers pass the sensitive column whenever t is set
             ok &= emd(counts, sens) <= self.t + _EPS
         return np.asarray(ok, dtype=np.bool_)
 
@@ -180,7 +180,7 @@ def emd(counts: FloatArray, sens: Sensitive) -> FloatArray:
         return np.asarray(np.abs(np.cumsum(r, axis=1)).sum(axis=1) / (sens.m - 1))
     if sens.kind == "equal":
         return np.asarray(0.5 * np.abs(r).sum(axis=1))
-    assert sens.hierarchy is not None
+    assert sens.hierarchy is not None  # nosec B101  # narrowing: only kind 'hierarchical' (built with its hierarchy) is left
     return _hierarchical_emd(r, sens.hierarchy)
 
 
@@ -233,7 +233,8 @@ def _label_codes(
         supp = star[c] if supp is None else supp & star[c]
         codes.append(c)
         cards.append(len(uniq) + 1)
-    assert supp is not None
+    if supp is None:
+        raise ConfigError("no quasi-identifier columns")
     return codes, cards, supp
 
 

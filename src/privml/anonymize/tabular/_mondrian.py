@@ -101,7 +101,7 @@ def _stats(
     seg: IntArray | None = None
     for d, dim in enumerate(dims):
         if dim.kind == "hier":
-            assert dim.row_nodes is not None and dim.comp is not None
+            assert dim.row_nodes is not None and dim.comp is not None  # nosec B101  # narrowing: a 'hier' dim is built with both
             nodes = dim.row_nodes[order]
             mn = np.minimum.reduceat(nodes, starts, axis=0)
             mx = np.maximum.reduceat(nodes, starts, axis=0)
@@ -212,7 +212,7 @@ class _Partitioner:
                     key = self._cut_median(r, s, dim_a[s])
                 else:  # into the children of the partition's LCA node
                     nodes = self.dims[d].row_nodes
-                    assert nodes is not None
+                    assert nodes is not None  # nosec B101  # narrowing: d >= 0 only for 'hier' dims, built with row_nodes
                     key = np.asarray(nodes[r, lca[d][s] - 1], dtype=np.int64)
                 self._try_split(r, s, key, pending)
         made = np.flatnonzero(self.part >= created_from)
@@ -276,7 +276,7 @@ def _release(dims: list[Dim], classes: IntArray, info: dict[str, object]) -> Gen
     loss = np.zeros((len(starts), len(dims)))
     for d, dim in enumerate(dims):
         if dim.kind == "hier":
-            assert dim.comp is not None
+            assert dim.comp is not None  # nosec B101  # narrowing: a 'hier' dim is built with comp
             node = hi[d]
             lab = np.asarray(dim.comp.labels, dtype=object)[node]
             cell_loss = dim.comp.span[node]

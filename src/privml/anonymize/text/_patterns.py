@@ -310,7 +310,7 @@ class PatternScanner:
             if m is None:
                 break
             key = m.lastgroup
-            assert key is not None
+            assert key is not None  # nosec B101  # narrowing: every alternative is a named group
             hit = _BY_KEY[key].validate(text, m, self)
             if hit is None:  # fall through to the later alternatives at the same place
                 for other in order[order.index(key) + 1 :]:

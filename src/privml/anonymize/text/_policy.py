@@ -125,6 +125,8 @@ class Policy:
             raise ConfigError(f"{where}{at}: not valid YAML: {exc.problem}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+        except RecursionError:  # nested deeper than the YAML loader recurses
+            raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
         if isinstance(data, str) and "\n" not in text.strip():
             raise ConfigError(f"{text}: no such policy file (nor a YAML mapping)")
         return cls.from_dict({} if data is None else data, source=where, _lines=lines)
@@ -267,7 +269,8 @@ class _Reader:
                 raise self.fail((*path, "regex"), "must be a string")
             try:
                 re.compile(regex)
-            except re.error as exc:
+            # (a repeat count over 2**32 is OverflowError; deeply nested groups recurse)
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise self.fail((*path, "regex"), f"not a valid regex: {exc}") from None
         deny = self.strings(spec.get("deny_list", []), (*path, "deny_list"))
         if regex is None and not deny:
