@@ -25,7 +25,7 @@ resume: the model it measured is kept, and training goes on with the next round.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,29 +64,20 @@ from privml.transport._restore import (
     server_state,
     stored_state,
 )
-from privml.transport._runconfig import EvaluationReport, RunConfig, UpdateMeta
+from privml.transport._runconfig import (
+    EvaluationReport,
+    RunConfig,
+    UpdateMeta,
+    aggregate_evaluations,
+)
 from privml.transport._secure import DDGSum, SecureRound
 from privml.transport._store import ClosedRound, CoordinatorStore, StoredUpdate
 
 __all__ = ["Coordinator", "EvaluationReport", "RunConfig", "UpdateMeta",
            "aggregate_evaluations"]
 
-
-
 RoundListener = Callable[[CloseRound, Params, dict[str, Accepted]], None]
 EvaluationListener = Callable[[CloseEvaluation, dict[str, float]], None]
-
-
-def aggregate_evaluations(reports: Mapping[str, EvaluationReport]) -> dict[str, float]:
-    """Example-weighted loss and accuracy of the clients' reports (a coordinator holds no
-    test set): ``examples``, ``evaluators`` and, when any example was measured, ``loss``
-    and ``accuracy``."""
-    total = sum(r.num_examples for r in reports.values())
-    out = {"examples": float(total), "evaluators": float(len(reports))}
-    if total > 0:
-        out["loss"] = sum(r.loss * r.num_examples for r in reports.values()) / total
-        out["accuracy"] = sum(r.accuracy * r.num_examples for r in reports.values()) / total
-    return out
 
 
 class Coordinator:

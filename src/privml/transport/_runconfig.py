@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from privml.protocol import RoundConfig
 from privml.secagg import FixedPoint, SecAggConfig
 from privml.strategies import Strategy, make_strategy, needs_updates
 
-__all__ = ["EvaluationReport", "RunConfig", "UpdateMeta"]
+__all__ = ["EvaluationReport", "RunConfig", "UpdateMeta", "aggregate_evaluations"]
 
 _UPDATE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
@@ -232,3 +233,15 @@ class EvaluationReport(BaseModel):
     num_examples: int = Field(ge=0, le=2**31)
     loss: float = Field(ge=0.0)
     accuracy: float = Field(ge=0.0, le=1.0)
+
+
+def aggregate_evaluations(reports: Mapping[str, EvaluationReport]) -> dict[str, float]:
+    """Example-weighted loss and accuracy of the clients' reports (a coordinator holds no
+    test set): ``examples``, ``evaluators`` and, when any example was measured, ``loss``
+    and ``accuracy``."""
+    total = sum(r.num_examples for r in reports.values())
+    out = {"examples": float(total), "evaluators": float(len(reports))}
+    if total > 0:
+        out["loss"] = sum(r.loss * r.num_examples for r in reports.values()) / total
+        out["accuracy"] = sum(r.accuracy * r.num_examples for r in reports.values()) / total
+    return out
